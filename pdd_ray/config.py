@@ -1,0 +1,256 @@
+"""Typed configs: dataclasses loaded from YAML, overridden by ``key=value``, validated up front.
+
+Every command builds its config here before any compute starts, so a typo or
+a bad value costs the user one line of error, not a half-finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from pdd_ray.errors import UserError
+
+C = TypeVar("C")
+
+
+# ---------------------------------------------------------------- config types
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and how the training split is carved up."""
+
+    dataset: str = "fashion_mnist"
+    root: str | None = None
+    download: bool = False
+    val_size: int = 5000  # held out of the training split for model selection
+    train_per_class: int | None = None  # cap for quick runs and tests
+    zca: bool | None = None  # None: the dataset's reference choice
+    seed: int = 0
+
+    def validate(self) -> None:
+        from pdd_ray.data.registry import DATASETS
+        DATASETS.get(self.dataset)
+        _check(self.val_size >= 0, f"data.val_size must be >= 0, got {self.val_size}")
+        _check(self.train_per_class is None or self.train_per_class >= 1,
+               f"data.train_per_class must be >= 1, got {self.train_per_class}")
+
+
+@dataclass
+class ModelConfig:
+    """The network: a registered architecture and its options."""
+
+    arch: str = "convnet"
+    width: int = 128
+    depth: int | None = None  # None: 3 for 28/32 px, 4 for 64 px
+    norm: str = "instancenorm"
+    act: str = "relu"
+    pool: str = "avgpool"
+
+    def validate(self) -> None:
+        from pdd_ray.models import MODELS
+        from pdd_ray.models.norm import NORMS
+        MODELS.get(self.arch)
+        _check(self.width >= 1, f"model.width must be >= 1, got {self.width}")
+        _check(self.depth is None or self.depth >= 1, f"model.depth must be >= 1, got {self.depth}")
+        _check(self.norm in NORMS, f"model.norm must be one of {', '.join(NORMS)}, got '{self.norm}'")
+
+    def kwargs(self) -> dict:
+        """Keyword arguments for ``create_model``."""
+        return {"width": self.width, "depth": self.depth, "norm": self.norm, "act": self.act, "pool": self.pool}
+
+
+@dataclass
+class AugmentConfig:
+    """DSA augmentation (reference: one op per call from all six)."""
+
+    dsa: bool = True
+    strategy: str = "color_crop_cutout_flip_scale_rotate"
+    mode: str = "single"
+
+    def validate(self) -> None:
+        from pdd_ray.augment.dsa import DSAConfig
+        DSAConfig(self.strategy, self.mode)
+
+
+EVAL_MODES = ("progressive", "union", "sequential")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation protocol: train fresh networks on a synthetic set, report test accuracy."""
+
+    runs: int = 5
+    epochs: int = 300  # per stage in progressive/sequential mode
+    batch_size: int = 256
+    lr: float | None = None  # None: the set's learned lr per stage, else 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    mode: str = "progressive"
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check(self.runs >= 1, f"eval.runs must be >= 1, got {self.runs}")
+        _check(self.epochs >= 1, f"eval.epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.lr is None or self.lr > 0, f"eval.lr must be > 0, got {self.lr}")
+        _check(self.mode in EVAL_MODES, f"eval.mode must be one of {', '.join(EVAL_MODES)}, got '{self.mode}'")
+
+
+@dataclass
+class SelectionConfig:
+    """Coreset baselines: which method, how many per class, and the network that scores examples."""
+
+    method: str = "random"
+    ipc: int = 10
+    epochs: int = 5  # training on real data for herding / k-center features and forgetting counts
+    batch_size: int = 256
+    lr: float = 0.01
+    width: int = 64
+
+    def validate(self) -> None:
+        from pdd_ray.selection import SELECTORS
+        SELECTORS.get(self.method)
+        _check(self.ipc >= 1, f"selection.ipc must be >= 1, got {self.ipc}")
+        _check(self.epochs >= 1, f"selection.epochs must be >= 1, got {self.epochs}")
+        _check(self.width >= 1, f"selection.width must be >= 1, got {self.width}")
+
+
+@dataclass
+class BaselineConfig:
+    """``pdd-ray baseline``: select real images per class, save them as a synthetic set, evaluate."""
+
+    out: str = "runs/baseline"
+    seed: int = 0
+    device: str = "auto"
+    evaluate: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        _check(self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+               f"device must be auto, cpu or cuda[:N], got '{self.device}'")
+
+
+# ---------------------------------------------------------------- loading
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple = ()) -> C:
+    """Build ``cls`` from an optional YAML file plus ``key=value`` overrides, then validate it."""
+    data: dict = {}
+    if path is not None:
+        data = read_yaml(path)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    config = from_dict(cls, data)
+    validate(config)
+    return config
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``, with user-facing errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=3"`` -> ``("a.b", 3)``; the value is parsed as YAML (numbers, bools, null, lists)."""
+    if "=" not in item:
+        raise UserError(f"override '{item}' must look like key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override '{key}': '{part}' is not a section")
+    node[leaf] = value
+
+
+def from_dict(cls: type[C], data: dict, where: str = "") -> C:
+    """Instantiate dataclass ``cls`` from a nested dict, checking names and types."""
+    if not isinstance(data, dict):
+        raise UserError(f"'{where or 'config'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except UserError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"'{where}' must be a list, got {value!r}")
+        (item_type, *_) = typing.get_args(hint) or (Any,)
+        return origin(_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is Any or hint is dict:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise UserError(f"'{where}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def validate(config) -> None:
+    """Run ``validate()`` on a config and every nested config section."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value)
+    if hasattr(config, "validate"):
+        config.validate()
+
+
+def to_dict(config) -> dict:
+    """Plain-dict form of a config, for manifests and result files."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,53 @@
+"""``pdd-ray baseline``: a coreset of real images saved in the synthetic-set format, then evaluated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pdd_ray import synset as synset_io
+from pdd_ray.config import BaselineConfig, to_dict
+from pdd_ray.data.bundle import create_dataset
+from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.jobs.evaluate import EvaluateConfig, describe, record_result, run_protocol
+from pdd_ray.selection import SelectionContext, save_scores, select
+from pdd_ray.train.loop import resolve_device, seed_everything
+from pdd_ray.visualize import save_image_grid
+
+
+def run_baseline(config: BaselineConfig, progress: bool = True) -> dict:
+    """Select ``ipc`` real images per class, write the set (+ grid, + forgetting scores), evaluate it."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    data = create_dataset(config.data)
+    out = Path(config.out)
+    sel = config.selection
+    context = SelectionContext(
+        make_model=model_factory(config.model, data.image_shape, data.num_classes, device, width=sel.width),
+        epochs=sel.epochs, lr=sel.lr, batch_size=sel.batch_size, augment=make_augment(config.augment),
+        seed=config.seed, device=device)
+    chosen = select(sel.method, data.train, sel.ipc, context)
+    stage = synset_io.Stage(data.train.images[chosen], data.train.labels[chosen], lr=None,
+                            info={"source": f"coreset:{sel.method}"})
+    synset = synset_io.SyntheticSet(data.name, data.num_classes, data.class_names, data.preprocessor, [stage],
+                                    method=f"coreset:{sel.method}", config=to_dict(config), seed=config.seed)
+    synset_io.save(synset, out)
+    save_image_grid(data.preprocessor.inverse(stage.images), stage.labels, out / "stage_1.png",
+                    data.class_names, title=f"{data.name} {sel.method} ipc={sel.ipc}")
+    if context._trained is not None:
+        _, scores = context.scorer(data.train)
+        save_scores(out / "forgetting.safetensors", scores, data.train_indices)
+    summary = {"out": str(out), "method": sel.method, "ipc": sel.ipc, "count": len(chosen)}
+    if config.evaluate:
+        summary["eval"] = _evaluate(synset, data, config, device, progress)
+    return summary
+
+
+def _evaluate(synset, data, config: BaselineConfig, device: torch.device, progress: bool) -> dict:
+    eval_config = EvaluateConfig(device=config.device, model=config.model, augment=config.augment, eval=config.eval)
+    test = (data.test.images, data.test.labels)
+    result = run_protocol(synset, test, eval_config, device, progress)
+    entry = describe(result, eval_config, synset)
+    record_result(Path(config.out) / "eval.json", f"{config.model.arch}/{config.eval.mode}", entry)
+    return entry

@@ -1,0 +1,78 @@
+"""``pdd-ray evaluate DIR``: the evaluation protocol on a saved synthetic set, results merged into DIR/eval.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pdd_ray import synset as synset_io
+from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, from_dict, to_dict
+from pdd_ray.data.registry import load_raw
+from pdd_ray.evaluation import EvalResult, evaluate_synthetic
+from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.provenance import now, versions, write_json
+from pdd_ray.train.loop import resolve_device
+
+PROTOCOL = ("train fresh networks from scratch on the synthetic set; SGD momentum {momentum}, wd {weight_decay}, "
+            "batch {batch_size}, DSA {dsa}, lr = {lr} dropped x0.1 halfway through each phase, {epochs} epochs "
+            "per phase, mode '{mode}'; report test accuracy (mean ± std over {runs} runs, one seed per run)")
+
+
+@dataclass
+class EvaluateConfig:
+    """``pdd-ray evaluate``: which protocol and network; data location defaults to the set's own."""
+
+    device: str = "auto"
+    data_root: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def evaluate_directory(directory: str | Path, config: EvaluateConfig, progress: bool = True) -> dict:
+    """Evaluate the set in ``directory``; return the entry written into ``eval.json``."""
+    directory = Path(directory)
+    synset = synset_io.load(directory)
+    test = load_test_split(synset, config.data_root)
+    device = resolve_device(config.device)
+    result = run_protocol(synset, test, config, device, progress)
+    entry = describe(result, config, synset)
+    record_result(directory / "eval.json", f"{config.model.arch}/{config.eval.mode}", entry)
+    return entry
+
+
+def load_test_split(synset, data_root: str | None):
+    """The test split of the set's dataset, in the set's own preprocessing (never refitted)."""
+    saved = synset.config.get("data", {}) if isinstance(synset.config, dict) else {}
+    data = from_dict(DataConfig, {k: v for k, v in saved.items() if k in DataConfig.__dataclass_fields__})
+    raw = load_raw(synset.dataset, data_root or data.root, "test", download=data.download)
+    return synset.preprocessor(raw.to_float()), raw.labels
+
+
+def run_protocol(synset, test, config: EvaluateConfig, device, progress: bool = True) -> EvalResult:
+    """Train ``config.eval.runs`` networks on ``synset`` and measure test accuracy."""
+    ev = config.eval
+    make_model = model_factory(config.model, synset.image_shape, synset.num_classes, device)
+    return evaluate_synthetic(synset.stages, test, make_model, mode=ev.mode, runs=ev.runs, epochs=ev.epochs,
+                              lr=ev.lr, batch_size=ev.batch_size, momentum=ev.momentum,
+                              weight_decay=ev.weight_decay, augment=make_augment(config.augment),
+                              seed=ev.seed, progress=progress)
+
+
+def describe(result: EvalResult, config: EvaluateConfig, synset) -> dict:
+    """The eval.json entry: result, protocol in words, config, versions."""
+    ev = config.eval
+    lr = ev.lr if ev.lr is not None else "the stage's learned lr (0.01 if none)"
+    protocol = PROTOCOL.format(**{**to_dict(ev), "lr": lr, "dsa": "on" if config.augment.dsa else "off"})
+    return {"result": result.to_dict(), "protocol": protocol, "config": to_dict(config),
+            "synthetic_set": {"dataset": synset.dataset, "method": synset.method, "seed": synset.seed,
+                              "stages": [{"count": len(s.labels), "ipc": s.ipc, "lr": s.lr} for s in synset.stages]},
+            "versions": versions(), "created": now()}
+
+
+def record_result(path: Path, key: str, entry: dict) -> None:
+    """Merge ``entry`` under ``key`` into a JSON file, keeping other arch/mode results."""
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    existing[key] = entry
+    write_json(path, existing)
