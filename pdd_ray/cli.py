@@ -22,21 +22,20 @@ EVALUATE_FLAGS = {"arch": "model.arch", "mode": "eval.mode", "runs": "eval.runs"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="pdd-ray", description="Progressive Dataset Distillation on Ray.")
+    parser = argparse.ArgumentParser(prog="pdd-ray", description="Progressive Dataset Distillation on Ray.",
+                                     epilog="Any config key can be overridden as key=value, e.g. eval.runs=3.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("baseline", help="select a coreset of real images, save it as a synthetic set, evaluate it")
     p.add_argument("--config", help="YAML config (BaselineConfig)")
     for flag in BASELINE_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
-    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. eval.runs=3")
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and report test accuracy")
     p.add_argument("directory")
     p.add_argument("--config", help="YAML config (EvaluateConfig)")
     for flag in EVALUATE_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     p = sub.add_parser("export", help="export a synthetic set for other tools")
     p.add_argument("directory")
@@ -111,7 +110,13 @@ COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "export": cmd_ex
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pdd-ray`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may sit anywhere on the line; anything else unknown is a typo.
+    args.overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

@@ -234,6 +234,12 @@ def _coerce(hint, value, where: str):
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-5" (no dot) as a string; users write lr_lr: 1e-5 all the time.
+        try:
+            return float(value)
+        except ValueError:
+            raise UserError(f"'{where}' must be float, got {value!r}") from None
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
