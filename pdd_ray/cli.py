@@ -19,6 +19,9 @@ BASELINE_FLAGS = {"dataset": "data.dataset", "data_root": "data.root", "method":
 EVALUATE_FLAGS = {"arch": "model.arch", "mode": "eval.mode", "runs": "eval.runs", "epochs": "eval.epochs",
                   "data_root": "data_root", "device": "device"}
 
+EXPERTS_FLAGS = {"out": "out", "num_experts": "num_experts", "epochs": "recipe.epochs", "address": "address",
+                 "dataset": "data.dataset", "data_root": "data.root", "device": "device"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
@@ -36,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (EvaluateConfig)")
     for flag in EVALUATE_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
+
+    p = sub.add_parser("experts", help="train an expert-trajectory buffer with Ray, or inspect one",
+                       description="pdd-ray experts --config CFG [key=value ...] --out DIR | pdd-ray experts inspect DIR")
+    p.add_argument("words", nargs="*", help="'inspect DIR', and/or key=value overrides")
+    p.add_argument("--config", help="YAML config (ExpertsConfig)")
+    for flag in EXPERTS_FLAGS:
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag)
+    p.add_argument("--verify", action="store_true", help="with inspect: check every file's checksum")
 
     p = sub.add_parser("export", help="export a synthetic set for other tools")
     p.add_argument("directory")
@@ -87,6 +98,41 @@ def print_eval_table(entries: dict[str, dict]) -> None:
         print(f"{key:<24} {r['runs']:>4} {stages:<28} {100 * r['mean']:>7.2f} ± {100 * r['std']:.2f}")
 
 
+def cmd_experts(args) -> int:
+    overrides = [w for w in args.words if "=" in w] + list(args.overrides)
+    words = [w for w in args.words if "=" not in w]
+    if words[:1] == ["inspect"]:
+        if len(words) != 2:
+            raise UserError("usage: pdd-ray experts inspect DIR")
+        return inspect_experts(words[1], args.verify)
+    if words:
+        raise UserError(f"unexpected argument '{words[0]}' (did you mean 'inspect DIR' or key=value?)")
+    from pdd_ray.config import load_config
+    from pdd_ray.experts.buffer import ExpertsConfig, build_buffer
+    args.overrides = overrides
+    config = load_config(ExpertsConfig, args.config, _overrides(args, EXPERTS_FLAGS))
+    summary = build_buffer(config)
+    print(f"trained {summary['trained']} expert(s); {summary['complete']} complete in {summary['out']}")
+    return inspect_experts(summary["out"], verify=False)
+
+
+def inspect_experts(directory: str, verify: bool) -> int:
+    """Print one row per expert; with ``verify``, check checksums and fail on problems."""
+    from pdd_ray.trajectories import TrajectoryStore
+    store = TrajectoryStore.open(directory)
+    rows = store.summary_rows()
+    print(f"{'expert':>6} {'init':<11} {'snapshots':>9} {'test acc %':>10} {'MiB':>8}")
+    for r in rows:
+        acc = r.get("test_accuracy")
+        print(f"{r['id']:>6} {str(r.get('init', '-')):<11} {r['snapshots']:>9} "
+              f"{(100 * acc if acc is not None else float('nan')):>10.2f} {r['bytes'] / 2**20:>8.2f}")
+    print(f"{len(rows)} expert(s), dtype {store.dtype}, {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB")
+    problems = store.verify() if verify else []
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 1 if problems else 0
+
+
 def cmd_export(args) -> int:
     from pdd_ray.export import export_parquet
     print(f"wrote {export_parquet(args.directory, args.out)}")
@@ -105,7 +151,7 @@ def cmd_data(args) -> int:
     return 0 if not problems else 1
 
 
-COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "export": cmd_export, "data": cmd_data}
+COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "experts": cmd_experts, "export": cmd_export, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may sit anywhere on the line; anything else unknown is a typo.
     args.overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate")]
+    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate", "experts")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

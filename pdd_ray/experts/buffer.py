@@ -1,0 +1,195 @@
+"""Build an expert buffer with Ray: missing experts trained in parallel tasks, written to a TrajectoryStore.
+
+Each expert is one Ray task with explicit resources (CPUs, fractional GPU).
+The training data goes into the object store once and every task reads it
+zero-copy. The driver alone writes the store, as each task finishes, so a
+crash loses at most the experts still in flight; running the same command
+again trains only the missing ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from pdd_ray import synset as synset_io
+from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, to_dict
+from pdd_ray.errors import UserError
+from pdd_ray.experts.train import ExpertRecipe, train_expert
+from pdd_ray.selection.forgetting import save_scores
+
+FAIL_ONCE_ENV = "PDD_RAY_FAIL_ONCE_DIR"  # fault injection for tests: first attempt of each expert raises
+
+
+@dataclass
+class ExpertsConfig:
+    """``pdd-ray experts``: how many experts, their recipe, and the resources each one gets."""
+
+    out: str = "runs/experts"
+    num_experts: int = 10
+    seed: int = 0
+    device: str = "auto"
+    address: str | None = None  # Ray cluster; None: RAY_ADDRESS or a local Ray
+    cpus_per_expert: float = 1.0
+    gpus_per_expert: float = 0.0  # 0.25 puts four experts on one GPU
+    max_retries: int = 2
+    dtype: str = "float32"
+    track_forgetting: bool = False
+    transition: str | None = None  # synthetic-set directory: experts start from a net trained on its union
+    recipe: ExpertRecipe = field(default_factory=ExpertRecipe)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        r = self.recipe
+        checks = [(self.num_experts >= 1, f"num_experts must be >= 1, got {self.num_experts}"),
+                  (self.cpus_per_expert > 0, f"cpus_per_expert must be > 0, got {self.cpus_per_expert}"),
+                  (self.gpus_per_expert >= 0, f"gpus_per_expert must be >= 0, got {self.gpus_per_expert}"),
+                  (self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}"),
+                  (self.dtype in ("float32", "float16", "bfloat16"), f"dtype must be float32, float16 or bfloat16"),
+                  (r.epochs >= 1 and r.batch_size >= 1 and r.lr > 0, "recipe.epochs, batch_size and lr must be > 0"),
+                  (r.store_epochs is None or r.store_epochs >= 1, "recipe.store_epochs must be >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        if self.transition is not None:
+            synset_io.read_manifest(self.transition)
+
+
+def _maybe_fail_once(out: str, expert_id: int) -> None:
+    marker_dir = os.environ.get(FAIL_ONCE_ENV)
+    if marker_dir:
+        marker = Path(marker_dir) / f"{Path(out).name}_{expert_id}"
+        if not marker.exists():
+            marker.touch()
+            raise RuntimeError(f"injected failure for expert {expert_id}")
+
+
+def _expert_task(expert_id, config, num_classes, train, test, transition, progress, threads):
+    """Body of one Ray task (kept module-level so Ray can ship it)."""
+    from pdd_ray.jobs.common import make_augment, model_factory
+    from pdd_ray.train.loop import resolve_device
+
+    torch.set_num_threads(threads)
+    _maybe_fail_once(config.out, expert_id)
+    device = resolve_device(config.device)
+    make_model = model_factory(config.model, tuple(train[0].shape[1:]), num_classes, device)
+    result = train_expert(config.seed + expert_id, make_model, train, test, config.recipe,
+                          make_augment(config.augment), transition, config.track_forgetting,
+                          on_epoch=lambda _: progress.add.remote(1))
+    return expert_id, result
+
+
+def build_buffer(config: ExpertsConfig, progress: bool = True) -> dict:
+    """Train the missing experts of ``config.out`` in parallel and return a summary."""
+    from pdd_ray.cluster import ray_session
+    from pdd_ray.data.bundle import create_dataset
+    from pdd_ray.trajectories import TrajectoryStore
+
+    data = create_dataset(config.data)
+    transition = _transition_union(config.transition, data) if config.transition else None
+    store = TrajectoryStore.create(
+        config.out, dataset=data.name, preprocessing=data.preprocessor.describe(),
+        model={"arch": config.model.arch, **config.model.kwargs(), "image_shape": list(data.image_shape),
+               "num_classes": data.num_classes},
+        layout=_layout(config, data), recipe=_recipe_record(config), num_snapshots=config.recipe.num_snapshots,
+        dtype=config.dtype)
+    todo = store.missing(config.num_experts)
+    if todo:
+        with ray_session(config.address):
+            _run_tasks(config, store, data, transition, todo, progress)
+    _aggregate_forgetting(config, store, data)
+    return {"out": config.out, "trained": len(todo), "complete": len(store.completed())}
+
+
+def _run_tasks(config, store, data, transition, todo, show_progress) -> None:
+    import ray
+
+    counter = ray.remote(_EpochCounter).options(num_cpus=0).remote()
+    train_ref = ray.put((data.train.images, data.train.labels))
+    test_ref = ray.put((data.test.images, data.test.labels))
+    task = ray.remote(_expert_task).options(num_cpus=config.cpus_per_expert, num_gpus=config.gpus_per_expert,
+                                            max_retries=config.max_retries, retry_exceptions=True)
+    threads = max(1, int(config.cpus_per_expert))
+    pending = [task.remote(i, config, data.num_classes, train_ref, test_ref, transition, counter, threads) for i in todo]
+    total_epochs = len(todo) * config.recipe.epochs  # real-data epochs; the transition warm-up is not counted
+    bar = tqdm(total=total_epochs, desc=f"experts 0/{len(todo)}", unit="epoch", disable=not show_progress)
+    done, failures = 0, []
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        bar.n = min(ray.get(counter.value.remote()), total_epochs)
+        bar.refresh()
+        for ref in ready:
+            try:
+                expert_id, result = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                failures.append(str(exc).splitlines()[0])
+                continue
+            _save_expert(config, store, expert_id, result)
+            done += 1
+            bar.set_description(f"experts {done}/{len(todo)}")
+    bar.close()
+    if failures:
+        raise UserError(f"{len(failures)} expert(s) failed after {config.max_retries} retries "
+                        f"(completed ones are saved; rerun to resume): {failures[0]}")
+
+
+class _EpochCounter:
+    """Epochs finished across all tasks, for the one progress bar."""
+
+    def __init__(self):
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        self.count += n
+
+    def value(self) -> int:
+        return self.count
+
+
+def _save_expert(config, store, expert_id: int, result) -> None:
+    if result.forgetting is not None:
+        path = Path(config.out) / f"forgetting_{expert_id:05d}.safetensors"
+        save_scores(path, result.forgetting, torch.arange(len(result.forgetting)))
+    store.write_expert(expert_id, result.snapshots, {"seed": result.seed, "init": result.init,
+                                                     "test_accuracy": result.test_accuracy,
+                                                     "finished": time.time()})
+
+
+def _aggregate_forgetting(config, store, data) -> None:
+    """Sum per-expert forgetting counts into one score file keyed by on-disk training index."""
+    if not config.track_forgetting:
+        return
+    from pdd_ray.selection.forgetting import load_scores
+    files = [Path(config.out) / f"forgetting_{i:05d}.safetensors" for i in store.completed()]
+    scores = [load_scores(f)[0] for f in files if f.is_file()]
+    if scores:
+        save_scores(Path(config.out) / "forgetting.safetensors", torch.stack(scores).sum(0), data.train_indices)
+
+
+def _layout(config, data):
+    from pdd_ray.jobs.common import model_factory
+    from pdd_ray.models.functional import ParamLayout
+    return ParamLayout.of(model_factory(config.model, data.image_shape, data.num_classes, torch.device("cpu"))())
+
+
+def _recipe_record(config) -> dict:
+    # What must match for a resumed buffer to be one consistent set of experts.
+    return {**to_dict(config.recipe), "augment": to_dict(config.augment), "seed": config.seed,
+            "data": {k: v for k, v in to_dict(config.data).items() if k not in ("root", "download")},
+            "transition": config.transition}
+
+
+def _transition_union(directory: str, data) -> tuple[torch.Tensor, torch.Tensor, float]:
+    synset = synset_io.load(directory)
+    if synset.dataset != data.name or synset.image_shape != data.image_shape:
+        raise UserError(f"transition set {directory} is for {synset.dataset} {synset.image_shape}, "
+                        f"not {data.name} {data.image_shape}")
+    images, labels = synset.union()
+    return images, labels, synset.stages[-1].lr or 0.01
