@@ -151,7 +151,7 @@ DATASETS.register("cifar10")(
         zca=True,
         default_roots=(_cache("cifar10"),),
         how_to_get="download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it, "
-        "then pass --data-root DIR (the cifar-10-batches-py folder or its parent), or use --download",
+        "then pass --data-root DIR (the cifar-10-batches-py folder or its parent), or set data.download=true to fetch it",
         reader=cifar.load_cifar10,
         counter=_count_cifar(cifar.CIFAR10_FILES, "labels"),
         required=(*cifar.CIFAR10_FILES["train"], *cifar.CIFAR10_FILES["test"], cifar.CIFAR10_META),
@@ -173,7 +173,7 @@ DATASETS.register("cifar100")(
         zca=True,
         default_roots=(_cache("cifar100"),),
         how_to_get="download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it, "
-        "then pass --data-root DIR (the cifar-100-python folder or its parent), or use --download",
+        "then pass --data-root DIR (the cifar-100-python folder or its parent), or set data.download=true to fetch it",
         reader=cifar.load_cifar100,
         counter=_count_cifar(cifar.CIFAR100_FILES, "fine_labels"),
         required=(*cifar.CIFAR100_FILES["train"], *cifar.CIFAR100_FILES["test"], cifar.CIFAR100_META),
@@ -195,7 +195,7 @@ DATASETS.register("tiny_imagenet")(
         zca=False,
         default_roots=(_cache("tiny_imagenet"),),
         how_to_get=f"download and unzip {TINY_IMAGENET_URL}, then pass --data-root DIR "
-        "(the tiny-imagenet-200 folder or its parent), or use --download",
+        "(the tiny-imagenet-200 folder or its parent), or set data.download=true to fetch it",
         reader=tiny_imagenet.load_tiny_imagenet,
         counter=_count_tiny,
         required=("wnids.txt", "train", "val/images", "val/val_annotations.txt"),

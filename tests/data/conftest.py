@@ -95,7 +95,7 @@ def pil_decode() -> Callable[..., np.ndarray]:
 # ---------------------------------------------------------------- IDX / Fashion-MNIST
 
 
-def write_fashion(folder: Path, gz: bool, n_train: int = 12, n_test: int = 6) -> Written:
+def write_fashion(folder: Path, gz: bool, n_train: int = 12, n_test: int = 10) -> Written:
     """Four Fashion-MNIST IDX files (28x28) in ``folder``, gzipped or raw."""
     rng = _rng()
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def write_fashion(folder: Path, gz: bool, n_train: int = 12, n_test: int = 6) ->
 
 @pytest.fixture
 def make_fashion() -> Callable[..., Written]:
-    """``make_fashion(folder, gz, n_train=12, n_test=6)`` writes Fashion-MNIST IDX files."""
+    """``make_fashion(folder, gz, n_train=12, n_test=10)`` writes Fashion-MNIST IDX files."""
     return write_fashion
 
 
