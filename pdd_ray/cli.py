@@ -22,6 +22,9 @@ EVALUATE_FLAGS = {"arch": "model.arch", "mode": "eval.mode", "runs": "eval.runs"
 EXPERTS_FLAGS = {"out": "out", "num_experts": "num_experts", "epochs": "recipe.epochs", "address": "address",
                  "dataset": "data.dataset", "data_root": "data.root", "device": "device"}
 
+RUN_FLAGS = {"out": "out", "method": "method", "address": "address", "buffer": "buffer", "dataset": "data.dataset",
+             "data_root": "data.root", "device": "device", "seed": "seed"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
@@ -47,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in EXPERTS_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
     p.add_argument("--verify", action="store_true", help="with inspect: check every file's checksum")
+
+    for name, text in (("run", "experts -> stages -> test evaluation -> report (resumes where it stopped)"),
+                       ("distill", "the stages only (experts built if missing), no final evaluation")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", help="YAML config (DistillConfig), e.g. tune_configs/quickstart_fashion_mnist.yaml")
+        for flag in RUN_FLAGS:
+            p.add_argument("--" + flag.replace("_", "-"), dest=flag)
 
     p = sub.add_parser("export", help="export a synthetic set for other tools")
     p.add_argument("directory")
@@ -133,6 +143,26 @@ def inspect_experts(directory: str, verify: bool) -> int:
     return 1 if problems else 0
 
 
+def cmd_run(args) -> int:
+    from pdd_ray.config import load_config
+    from pdd_ray.distill.config import DistillConfig
+    from pdd_ray.jobs.run import run_pdd
+    defaults = ["evaluate=false"] if args.command == "distill" else []
+    args.overrides = defaults + list(args.overrides)
+    config = load_config(DistillConfig, args.config, _overrides(args, RUN_FLAGS))
+    summary = run_pdd(config)
+    print(f"{summary['stages']} stage(s) in {summary['synthetic']}")
+    if "metrics" in summary:
+        m = summary["metrics"]
+        pdd, rnd = m["pdd"], m["random_real"]
+        print(f"{'method':<28} {'total ipc':>9} {'test accuracy %':>20}")
+        print(f"{'PDD (' + config.method + ', ' + pdd['mode'] + ')':<28} {m['total_ipc']:>9} "
+              f"{100 * pdd['mean']:>12.2f} ± {100 * pdd['std']:.2f}")
+        print(f"{'random real images':<28} {m['total_ipc']:>9} {100 * rnd['mean']:>12.2f} ± {100 * rnd['std']:.2f}")
+        print(f"report: {config.out}/report.md")
+    return 0
+
+
 def cmd_export(args) -> int:
     from pdd_ray.export import export_parquet
     print(f"wrote {export_parquet(args.directory, args.out)}")
@@ -151,7 +181,8 @@ def cmd_data(args) -> int:
     return 0 if not problems else 1
 
 
-COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "experts": cmd_experts, "export": cmd_export, "data": cmd_data}
+COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "experts": cmd_experts, "run": cmd_run,
+            "distill": cmd_run, "export": cmd_export, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may sit anywhere on the line; anything else unknown is a typo.
     args.overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate", "experts")]
+    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate", "experts", "run", "distill")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

@@ -34,9 +34,17 @@ class Stage:
     lr: float | None = None
     info: dict = field(default_factory=dict)
 
+    def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels as a network trains on them (IDC's multi-formation decoded)."""
+        factor = int(self.info.get("factor", 1))
+        if factor == 1:
+            return self.images, self.labels
+        from pdd_ray.distill.formation import decode, decode_labels
+        return decode(self.images, factor), decode_labels(self.labels, factor)
+
     @property
     def ipc(self) -> int:
-        """Images per class (the largest class count)."""
+        """Stored images per class (the largest class count)."""
         return int(torch.bincount(self.labels).max()) if len(self.labels) else 0
 
 
@@ -59,9 +67,9 @@ class SyntheticSet:
         return tuple(self.stages[0].images.shape[1:]) if self.stages else ()
 
     def union(self, upto: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and labels of S_1 ∪ … ∪ S_upto (all stages by default)."""
-        chosen = self.stages[:upto]
-        return torch.cat([s.images for s in chosen]), torch.cat([s.labels for s in chosen])
+        """Training images and labels of S_1 ∪ … ∪ S_upto (all stages by default), decoded."""
+        pairs = [s.training_data() for s in self.stages[:upto]]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
 
 def save(synset: SyntheticSet, directory: str | Path) -> Path:

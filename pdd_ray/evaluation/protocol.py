@@ -38,19 +38,19 @@ class Phase:
 
 
 def phases_for(stages: list, mode: str, epochs: int, lr: float | None = None) -> list[Phase]:
-    """The phase list of an evaluation ``mode`` over ``stages`` (objects with images, labels, lr)."""
+    """The phase list of an evaluation ``mode`` over ``stages`` (``synset.Stage`` objects)."""
     def stage_lr(stage) -> float:
         return lr if lr is not None else (stage.lr if stage.lr else DEFAULT_LR)
 
+    data = [s.training_data() for s in stages]  # multi-formation sets are decoded here
     if mode == "progressive":
-        return [Phase(torch.cat([s.images for s in stages[: k + 1]]), torch.cat([s.labels for s in stages[: k + 1]]),
+        return [Phase(torch.cat([d[0] for d in data[: k + 1]]), torch.cat([d[1] for d in data[: k + 1]]),
                       stage_lr(stages[k]), epochs) for k in range(len(stages))]
     if mode == "union":
         # The union is trained once, with the lr learned for the last (largest) stage.
-        return [Phase(torch.cat([s.images for s in stages]), torch.cat([s.labels for s in stages]),
-                      stage_lr(stages[-1]), epochs)]
+        return [Phase(torch.cat([d[0] for d in data]), torch.cat([d[1] for d in data]), stage_lr(stages[-1]), epochs)]
     if mode == "sequential":
-        return [Phase(s.images, s.labels, stage_lr(s), epochs) for s in stages]
+        return [Phase(d[0], d[1], stage_lr(s), epochs) for s, d in zip(stages, data)]
     raise ValueError(f"unknown evaluation mode '{mode}'")
 
 

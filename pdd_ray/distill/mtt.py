@@ -1,0 +1,219 @@
+"""Matching Training Trajectories (MTT, Cazenavette et al. 2022) as a PDD base method.
+
+One work item = one expert trajectory and start epoch t. The student starts at the
+expert's parameters θ*_t, takes ``syn_steps`` SGD steps with the learnable lr on
+(DSA-augmented) minibatches of the synthetic union, and the loss is how far it ends
+from θ*_{t+M}, normalised by how far the expert itself moved:
+
+    L = ‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²
+
+Its gradient w.r.t. the new images and the lr is a derivative *through* the whole
+unrolled training (second order). Two ways to get it, same numbers:
+
+* standard: keep the graph of every step, one backward (memory grows with syn_steps);
+* memory_saving: keep only θ_k per step, then walk the steps backwards recomputing
+  one step's graph at a time (reverse-mode adjoint, hand-written checkpointing), so
+  activation memory is that of a single step whatever syn_steps is.
+
+Every random choice of an item (minibatch order, augmentation of step k) comes from
+the item's seed, so a step can be replayed exactly, on any worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pdd_ray.augment.dsa import DSA
+from pdd_ray.distill.base import Contribution, SyntheticState
+from pdd_ray.errors import UserError
+from pdd_ray.models.functional import FlatForward
+from pdd_ray.trajectories.store import TrajectoryStore
+
+# A student step: (k, θ_k, live images, lr, create_graph) -> θ_{k+1}.
+StepFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MTTConfig:
+    """MTT hyperparameters (names as in the reference code)."""
+
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    max_start_epoch: int = 20
+    batch_syn: int | None = None  # None: the whole union each step
+    lr_img: float = 1000.0  # used by the driver's optimiser, kept here for config completeness
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.01  # initial learnable lr
+    trajectories_per_iteration: int = 1
+    memory_saving: bool = False
+
+    def validate(self) -> None:
+        """Raise UserError on non-positive counts or rates (max_start_epoch may be 0)."""
+        for name in ("syn_steps", "expert_epochs", "trajectories_per_iteration", "lr_img", "lr_lr", "lr_teacher"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"mtt.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_start_epoch < 0:
+            raise UserError(f"mtt.max_start_epoch must be >= 0, got {self.max_start_epoch}")
+        if self.batch_syn is not None and self.batch_syn < 1:
+            raise UserError(f"mtt.batch_syn must be >= 1 or None (whole union), got {self.batch_syn}")
+
+
+@dataclass(frozen=True)
+class MTTWorkItem:
+    """One trajectory segment to match: expert id, start epoch t, and the seed of all its randomness."""
+
+    expert: int
+    start_epoch: int
+    seed: int
+
+
+# ---------------------------------------------------------------------------- replayable randomness
+
+
+def batch_schedule(union_size: int, steps: int, batch: int | None, seed: int) -> list[torch.Tensor]:
+    """Minibatch indices into the union for each step: chunks of a random permutation, reshuffled when used up."""
+    batch = union_size if batch is None else min(batch, union_size)
+    generator = torch.Generator().manual_seed(seed)
+    schedule: list[torch.Tensor] = []
+    chunks: list[torch.Tensor] = []
+    for _ in range(steps):
+        if not chunks:
+            chunks = list(torch.split(torch.randperm(union_size, generator=generator), batch))
+        schedule.append(chunks.pop(0))
+    return schedule
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator for step ``step``'s augmentation: a function of (seed, step) only, so it can be replayed."""
+    # SeedSequence mixes the pair well: nearby (seed, step) pairs give unrelated streams.
+    mixed = int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+# ---------------------------------------------------------------------------- the two unrolls
+
+
+def unroll_standard(step: StepFn, theta0: torch.Tensor, target: torch.Tensor, images: torch.Tensor,
+                    lr: torch.Tensor, num_steps: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss and d loss/d (images, lr) with the whole unrolled graph kept: one backward."""
+    # θ0 needs requires_grad only so each step can differentiate the CE w.r.t. θ; nobody asks for its gradient.
+    theta = theta0.detach().requires_grad_(True)
+    for k in range(num_steps):
+        theta = step(k, theta, images, lr, True)
+    loss = scale * (theta - target).pow(2).sum() / (theta0 - target).pow(2).sum()
+    g_images, g_lr = _grad(loss, images, lr)
+    return loss.detach(), g_images, g_lr
+
+
+def unroll_memory_saving(step: StepFn, theta0: torch.Tensor, target: torch.Tensor, images: torch.Tensor,
+                         lr: torch.Tensor, num_steps: int, scale: float
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Same result as ``unroll_standard``, keeping one P-vector per step instead of every step's graph."""
+    # Forward: each step builds only the graph it needs for its own CE gradient and drops it.
+    thetas = []
+    theta = theta0.detach()
+    for k in range(num_steps):
+        thetas.append(theta)
+        theta = step(k, theta.detach().requires_grad_(True), images.detach(), lr.detach(), False).detach()
+    denominator = (theta0 - target).pow(2).sum()
+    loss = scale * (theta - target).pow(2).sum() / denominator
+    # Backward: λ_k = dL/dθ_k. Recompute step k with its graph from the stored θ_k and the replayed
+    # batch/augmentation; one vector-Jacobian product gives λ_k and this step's share of d/d images, d/d lr.
+    adjoint = 2.0 * scale * (theta - target) / denominator
+    g_images, g_lr = torch.zeros_like(images), torch.zeros_like(lr)
+    for k in reversed(range(num_steps)):
+        theta_k = thetas.pop().requires_grad_(True)  # popping frees θ_k once its step is done
+        theta_next = step(max(k-1,0), theta_k, images, lr, True)
+        d_theta, d_images, d_lr = _grad(theta_next, theta_k, images, lr, grad_outputs=adjoint)
+        adjoint = d_theta
+        g_images += d_images
+        g_lr += d_lr
+    return loss.detach(), g_images, g_lr
+
+
+def _grad(output: torch.Tensor, *inputs: torch.Tensor, grad_outputs: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """torch.autograd.grad over the inputs that require grad; zeros for the rest (or when unused)."""
+    wanted = [x for x in inputs if x.requires_grad]
+    found = iter(torch.autograd.grad(output, wanted, grad_outputs=grad_outputs, allow_unused=True) if wanted else ())
+    out = []
+    for x in inputs:
+        g = next(found) if x.requires_grad else None
+        out.append(torch.zeros_like(x) if g is None else g)  # None: e.g. no live image was ever sampled
+    return out
+
+
+# ---------------------------------------------------------------------------- the matcher
+
+
+class MTTMatcher:
+    """MTT trajectory matching with conditioning on the frozen union (see the module docstring)."""
+
+    def __init__(self, config: MTTConfig, store: TrajectoryStore, forward: FlatForward,
+                 augment: DSA | None = None, device: torch.device | str = torch.device("cpu")):
+        config.validate()
+        self.config, self.store, self.forward, self.augment = config, store, forward, augment
+        self.device = torch.device(device)
+        # Fixed at construction so plan() draws from the same list on every worker.
+        self.experts = store.completed()
+        if not self.experts:
+            raise UserError(f"trajectory store {store.directory} has no complete experts; train experts first")
+        needed = config.max_start_epoch + config.expert_epochs + 1
+        if store.num_snapshots < needed:
+            raise UserError(f"MTT with max_start_epoch={config.max_start_epoch} and expert_epochs="
+                            f"{config.expert_epochs} needs {needed} snapshots per expert (epochs 0.."
+                            f"{needed - 1}); {store.directory} has {store.num_snapshots}. Lower max_start_epoch "
+                            f"or train experts for {needed - 1} epochs")
+        if forward.layout != store.layout:
+            raise UserError(f"the student model's parameter layout ({forward.layout.numel} parameters) differs "
+                            f"from the trajectory store's ({store.layout.numel}); use the experts' model")
+
+    def plan(self, iteration: int, generator: torch.Generator) -> list[MTTWorkItem]:
+        """``trajectories_per_iteration`` items: expert uniform over the complete ones, t ~ U{0..max_start_epoch}."""
+        items = []
+        for _ in range(self.config.trajectories_per_iteration):
+            expert = self.experts[int(torch.randint(len(self.experts), (1,), generator=generator))]
+            start = int(torch.randint(self.config.max_start_epoch + 1, (1,), generator=generator))
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            items.append(MTTWorkItem(expert, start, seed))
+        return items
+
+    def contribution(self, state: SyntheticState, item: MTTWorkItem) -> Contribution:
+        """This item's loss share (1/trajectories_per_iteration of the normalised distance) and its gradients."""
+        cfg = self.config
+        dtype = state.images.dtype
+        # Private leaves: gradients come back through torch.autograd.grad, the caller's tensors stay untouched.
+        images = state.images.detach().to(self.device).requires_grad_(True)
+        has_lr = state.lr is not None
+        lr = (state.lr.detach().to(self.device, dtype) if has_lr
+              else torch.tensor(cfg.lr_teacher, dtype=dtype, device=self.device)).requires_grad_(has_lr)
+        frozen = state.frozen_images.detach().to(self.device, dtype)
+        labels = torch.cat([state.frozen_labels, state.labels]).to(self.device)
+        theta0 = self.store.snapshot(item.expert, item.start_epoch).to(self.device, dtype)
+        target = self.store.snapshot(item.expert, item.start_epoch + cfg.expert_epochs).to(self.device, dtype)
+        schedule = [idx.to(self.device) for idx in
+                    batch_schedule(len(labels), cfg.syn_steps, cfg.batch_syn, item.seed)]
+
+        def step(k: int, theta: torch.Tensor, live: torch.Tensor, lr: torch.Tensor, create_graph: bool) -> torch.Tensor:
+            # Union order as SyntheticState.union(): frozen first, so indices mean the same in every replay.
+            x = torch.cat([frozen, live])[schedule[k]]
+            if self.augment is not None:
+                params = self.augment.sample(len(x), tuple(x.shape[-2:]), step_generator(item.seed, k))
+                x = self.augment.apply(x, params)
+            ce = F.cross_entropy(self.forward(x, theta), labels[schedule[k]])
+            (g,) = torch.autograd.grad(ce, theta, create_graph=create_graph)
+            return theta - lr * g
+
+        unroll = unroll_memory_saving if cfg.memory_saving else unroll_standard
+        with torch.enable_grad():
+            loss, g_images, g_lr = unroll(step, theta0, target, images, lr, cfg.syn_steps,
+                                          1.0 / cfg.trajectories_per_iteration)
+        return Contribution(float(loss), g_images.to(state.images.device),
+                            g_lr.to(state.lr.device) if has_lr else None)
+
+    def after_iteration(self, state: SyntheticState, iteration: int, generator: torch.Generator) -> None:
+        """MTT has nothing to do between iterations."""

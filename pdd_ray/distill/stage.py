@@ -1,0 +1,160 @@
+"""Distil one PDD stage: optimise S_i (and its lr) against a matcher, conditioned on the frozen U_{i-1}.
+
+The loop, top to bottom:
+    plan work items -> sum their contributions -> skip if non-finite -> SGD step
+    -> keep lr positive -> matcher's between-iteration work
+    -> every ``eval_every``: validation accuracy, keep the best iterate
+    -> every ``checkpoint_every``: checkpoint (resume loses at most that many iterations)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from pdd_ray.distill.base import SyntheticState, combine
+from pdd_ray.distill.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageSettings:
+    """How one stage's optimisation runs (taken from the run config by the driver)."""
+
+    iterations: int
+    lr_img: float
+    lr_lr: float | None  # None: the lr is not learned (gradient matching)
+    eval_every: int
+    checkpoint_every: int
+    lr_min: float = 1e-6
+    seed: int = 0
+
+
+@dataclass
+class StageOutcome:
+    """The chosen (best-on-validation) iterate and what happened on the way."""
+
+    images: torch.Tensor
+    lr: float | None
+    best_iteration: int
+    best_val_accuracy: float
+    skipped_nonfinite: int
+    lr_clamped: int
+    history: list[dict] = field(default_factory=list)
+
+
+class _Progress:
+    """Mutable loop state: what a checkpoint must hold besides tensors."""
+
+    def __init__(self, state: SyntheticState):
+        self.iteration = 0
+        self.best = (state.images.detach().clone(), None if state.lr is None else float(state.lr), -1, float("-inf"))
+        self.skipped = 0
+        self.clamped = 0
+        self.history: list[dict] = []
+
+
+def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
+                  validate: Callable[[torch.Tensor, float | None], float], checkpoint_path: Path,
+                  on_iteration: Callable[[int], None] | None = None, progress: bool = True,
+                  desc: str = "stage") -> StageOutcome:
+    """Run (or resume) one stage and return its best iterate by validation accuracy."""
+    opt_img = torch.optim.SGD([state.images], lr=settings.lr_img, momentum=0.5)
+    opt_lr = torch.optim.SGD([state.lr], lr=settings.lr_lr, momentum=0.5) if settings.lr_lr is not None else None
+    generator = torch.Generator().manual_seed(settings.seed)
+    loop = _Progress(state)
+    if checkpoint_path.is_file():
+        _restore(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop)
+    if loop.iteration == 0 and not loop.history:
+        _validate(state, validate, loop, 0)
+    bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress)
+    while loop.iteration < settings.iterations:
+        loss = _step(state, matcher, opt_img, opt_lr, generator, loop, settings)
+        loop.iteration += 1
+        it = loop.iteration
+        if it % settings.eval_every == 0 or it == settings.iterations:
+            _validate(state, validate, loop, it)
+        if it % settings.checkpoint_every == 0 or it == settings.iterations:
+            _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", best_val=f"{loop.best[3]:.3f}",
+                        lr=f"{float(state.lr):.2e}" if state.lr is not None else "-")
+        if on_iteration is not None:
+            on_iteration(it)
+    bar.close()
+    images, lr, best_it, best_acc = loop.best
+    return StageOutcome(images, lr, best_it, best_acc, loop.skipped, loop.clamped, loop.history)
+
+
+def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
+    items = matcher.plan(loop.iteration, generator)
+    total = combine([matcher.contribution(state, item) for item in items])
+    if not total.finite:
+        # A NaN/inf step would poison the images for good: skip it, count it, say so.
+        loop.skipped += 1
+        log.warning("iteration %d: non-finite matching loss/gradient, update skipped (%d so far)",
+                    loop.iteration, loop.skipped)
+    else:
+        state.images.grad = total.grad_images.to(state.images.device)
+        opt_img.step()
+        state.images.grad = None
+        if opt_lr is not None and total.grad_lr is not None:
+            state.lr.grad = total.grad_lr.reshape(state.lr.shape).to(state.lr.device)
+            opt_lr.step()
+            state.lr.grad = None
+            if float(state.lr) < settings.lr_min:  # a negative learned lr makes training diverge
+                with torch.no_grad():
+                    state.lr.clamp_(min=settings.lr_min)
+                loop.clamped += 1
+    matcher.after_iteration(state, loop.iteration, generator)
+    return total.loss
+
+
+def _validate(state, validate, loop, iteration: int) -> None:
+    lr = None if state.lr is None else float(state.lr)
+    accuracy = validate(state.images.detach(), lr)
+    loop.history.append({"iteration": iteration, "val_accuracy": accuracy, "lr": lr})
+    if accuracy > loop.best[3]:
+        loop.best = (state.images.detach().clone(), lr, iteration, accuracy)
+
+
+def _save(path, state, matcher, opt_img, opt_lr, generator, loop) -> None:
+    tensors = {"images": state.images, "best_images": loop.best[0], "rng": generator.get_state(),
+               **optimizer_tensors("opt_img", opt_img)}
+    if state.lr is not None:
+        tensors["lr"] = state.lr.reshape(1)
+        tensors.update(optimizer_tensors("opt_lr", opt_lr))
+    matcher_state = matcher.state_tensors() if hasattr(matcher, "state_tensors") else {}
+    tensors.update({f"matcher.{k}": v for k, v in matcher_state.items()})
+    meta = {"iteration": loop.iteration, "best_lr": loop.best[1], "best_iteration": loop.best[2],
+            "best_val_accuracy": loop.best[3], "skipped": loop.skipped, "clamped": loop.clamped,
+            "history": loop.history}
+    save_checkpoint(path, tensors, meta)
+
+
+def _restore(path, state, matcher, opt_img, opt_lr, generator, loop) -> None:
+    tensors, meta = load_checkpoint(path)
+    with torch.no_grad():
+        state.images.copy_(tensors["images"])
+        if state.lr is not None:
+            state.lr.copy_(tensors["lr"].reshape(state.lr.shape))
+    restore_optimizer("opt_img", opt_img, tensors)
+    if opt_lr is not None:
+        restore_optimizer("opt_lr", opt_lr, tensors)
+    generator.set_state(tensors["rng"])
+    matcher_state = {k[len("matcher."):]: v for k, v in tensors.items() if k.startswith("matcher.")}
+    if matcher_state and hasattr(matcher, "load_state_tensors"):
+        matcher.load_state_tensors(matcher_state)
+    loop.iteration = meta["iteration"]
+    loop.best = (tensors["best_images"], meta["best_lr"], meta["best_iteration"], meta["best_val_accuracy"])
+    loop.skipped, loop.clamped, loop.history = meta["skipped"], meta["clamped"], meta["history"]
+    log.info("resumed %s at iteration %d", path, loop.iteration)
+
+
+__all__ = ["StageSettings", "StageOutcome", "distill_stage"]
