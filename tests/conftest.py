@@ -66,3 +66,12 @@ def tiny_separable() -> LabeledImages:
     labels = np.repeat(np.arange(4), 20)
     images = torch.from_numpy(patterned_images(labels, size=8)).float() / 255.0
     return LabeledImages(images, torch.from_numpy(labels).long(), 4)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny networks run fastest on one thread, and it keeps timings sane when the CPU is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -128,7 +128,7 @@ def unroll_memory_saving(step: StepFn, theta0: torch.Tensor, target: torch.Tenso
     g_images, g_lr = torch.zeros_like(images), torch.zeros_like(lr)
     for k in reversed(range(num_steps)):
         theta_k = thetas.pop().requires_grad_(True)  # popping frees θ_k once its step is done
-        theta_next = step(max(k-1,0), theta_k, images, lr, True)
+        theta_next = step(k, theta_k, images, lr, True)
         d_theta, d_images, d_lr = _grad(theta_next, theta_k, images, lr, grad_outputs=adjoint)
         adjoint = d_theta
         g_images += d_images
@@ -213,7 +213,7 @@ class MTTMatcher:
             loss, g_images, g_lr = unroll(step, theta0, target, images, lr, cfg.syn_steps,
                                           1.0 / cfg.trajectories_per_iteration)
         return Contribution(float(loss), g_images.to(state.images.device),
-                            g_lr.to(state.lr.device) if has_lr else None)
+                            g_lr.to(state.lr.device, state.lr.dtype) if has_lr else None)
 
     def after_iteration(self, state: SyntheticState, iteration: int, generator: torch.Generator) -> None:
         """MTT has nothing to do between iterations."""

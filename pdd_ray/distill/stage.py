@@ -54,7 +54,7 @@ class _Progress:
 
     def __init__(self, state: SyntheticState):
         self.iteration = 0
-        self.best = (state.images.detach().clone(), None if state.lr is None else float(state.lr), -1, float("-inf"))
+        self.best = (state.images.detach().clone(), _lr_value(state), -1, float("-inf"))
         self.skipped = 0
         self.clamped = 0
         self.history: list[dict] = []
@@ -84,12 +84,16 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
             _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", best_val=f"{loop.best[3]:.3f}",
-                        lr=f"{float(state.lr):.2e}" if state.lr is not None else "-")
+                        lr=f"{_lr_value(state):.2e}" if state.lr is not None else "-")
         if on_iteration is not None:
             on_iteration(it)
     bar.close()
     images, lr, best_it, best_acc = loop.best
     return StageOutcome(images, lr, best_it, best_acc, loop.skipped, loop.clamped, loop.history)
+
+
+def _lr_value(state) -> float | None:
+    return None if state.lr is None else float(state.lr.detach())
 
 
 def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
@@ -108,7 +112,7 @@ def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
             state.lr.grad = total.grad_lr.reshape(state.lr.shape).to(state.lr.device)
             opt_lr.step()
             state.lr.grad = None
-            if float(state.lr) < settings.lr_min:  # a negative learned lr makes training diverge
+            if _lr_value(state) < settings.lr_min:  # a negative learned lr makes training diverge
                 with torch.no_grad():
                     state.lr.clamp_(min=settings.lr_min)
                 loop.clamped += 1
@@ -117,7 +121,7 @@ def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
 
 
 def _validate(state, validate, loop, iteration: int) -> None:
-    lr = None if state.lr is None else float(state.lr)
+    lr = _lr_value(state)
     accuracy = validate(state.images.detach(), lr)
     loop.history.append({"iteration": iteration, "val_accuracy": accuracy, "lr": lr})
     if accuracy > loop.best[3]:
