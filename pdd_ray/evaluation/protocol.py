@@ -123,7 +123,7 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
         model = make_model()
         accs: list[float] = []
         train_on_phases(model, phases, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                        augment=augment, generator=generator, progress=progress,
+                        augment=augment, generator=generator,
                         after_phase=lambda k, m: accs.append(accuracy(m, *test)))
         result.per_run.append(accs)
     return result

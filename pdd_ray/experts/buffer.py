@@ -52,7 +52,7 @@ class ExpertsConfig:
                   (self.cpus_per_expert > 0, f"cpus_per_expert must be > 0, got {self.cpus_per_expert}"),
                   (self.gpus_per_expert >= 0, f"gpus_per_expert must be >= 0, got {self.gpus_per_expert}"),
                   (self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}"),
-                  (self.dtype in ("float32", "float16", "bfloat16"), f"dtype must be float32, float16 or bfloat16"),
+                  (self.dtype in ("float32", "float16", "bfloat16"), "dtype must be float32, float16 or bfloat16"),
                   (r.epochs >= 1 and r.batch_size >= 1 and r.lr > 0, "recipe.epochs, batch_size and lr must be > 0"),
                   (r.store_epochs is None or r.store_epochs >= 1, "recipe.store_epochs must be >= 1")]
         for ok, message in checks:

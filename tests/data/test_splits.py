@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pdd_ray.data.splits import LabeledImages, RawSplit, split_validation
+from pdd_ray.data.splits import RawSplit, split_validation
 
 
 def test_validation_split_is_seeded_stratified_and_disjoint():

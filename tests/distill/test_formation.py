@@ -7,14 +7,6 @@ import torch.nn.functional as F
 from pdd_ray.distill.formation import decode, decode_labels, encode_init, patch_size
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra intra-op threads only contend (badly so on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def quadrant_image(values, size=4, channels=2):
     """One [C, size, size] image whose 2x2 quadrants are constant: values = (TL, TR, BL, BR)."""

@@ -16,14 +16,6 @@ from pdd_ray.models import create_model
 CLASSES, SIZE = 3, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: extra intra-op threads only contend (badly so on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

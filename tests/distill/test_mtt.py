@@ -57,14 +57,6 @@ def make_matcher(tmp_path, augment=True, **overrides) -> MTTMatcher:
 ITEM = MTTWorkItem(expert=1, start_epoch=1, seed=1234)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: extra threads only add synchronisation (and fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def loss_at(matcher, state, images=None, lr=None) -> float:
     probe = dataclasses.replace(state, images=state.images if images is None else images,

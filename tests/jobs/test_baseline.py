@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from pdd_ray import synset as synset_io
 from pdd_ray.config import BaselineConfig, load_config
