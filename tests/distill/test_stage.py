@@ -60,7 +60,7 @@ def test_learned_lr_is_kept_positive(tmp_path):
     state = _state(lr=0.01)
     out = distill_stage(state, PullMatcher(torch.ones(2, 1, 2, 2), lr_push=10.0), _settings(),
                         _closeness(torch.ones(2, 1, 2, 2)), tmp_path / "c.ckpt", progress=False)
-    assert float(state.lr) == pytest.approx(1e-4) and out.lr_clamped > 0 and out.lr > 0
+    assert float(state.lr.detach()) == pytest.approx(1e-4) and out.lr_clamped > 0 and out.lr > 0
 
 
 def test_best_iterate_is_the_one_validation_prefers(tmp_path):
