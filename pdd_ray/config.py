@@ -137,11 +137,16 @@ class BaselineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        _check(self.device in ("auto", "cpu") or self.device.startswith("cuda"),
-               f"device must be auto, cpu or cuda[:N], got '{self.device}'")
+        check_device(self.device)
 
 
 # ---------------------------------------------------------------- loading
+
+def check_device(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else is a user error."""
+    ok = name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+    _check(ok, f"device must be auto, cpu, cuda or cuda:N, got '{name}'")
+
 
 def _check(ok: bool, message: str) -> None:
     if not ok:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 import torch
 
@@ -52,12 +52,24 @@ class Contribution:
         return ok and (self.grad_lr is None or bool(torch.isfinite(self.grad_lr).all()))
 
 
-def combine(contributions: list[Contribution]) -> Contribution:
-    """Sum of contributions (what an all-reduce computes across workers)."""
-    grad_lr = [c.grad_lr for c in contributions if c.grad_lr is not None]
-    return Contribution(sum(c.loss for c in contributions),
-                        torch.stack([c.grad_images for c in contributions]).sum(0),
-                        torch.stack(grad_lr).sum(0) if grad_lr else None)
+def combine(contributions: Iterable[Contribution]) -> Contribution:
+    """Sum of contributions (what an all-reduce computes across workers), accumulated one at a time.
+
+    Accumulating keeps one image-sized buffer however many items there are
+    (a per-class gradient-matching item is as large as the whole set).
+    """
+    total: Contribution | None = None
+    for c in contributions:
+        if total is None:
+            total = Contribution(c.loss, c.grad_images.clone(), None if c.grad_lr is None else c.grad_lr.clone())
+            continue
+        total.loss += c.loss
+        total.grad_images += c.grad_images
+        if c.grad_lr is not None:
+            total.grad_lr = c.grad_lr.clone() if total.grad_lr is None else total.grad_lr + c.grad_lr
+    if total is None:
+        raise ValueError("an iteration needs at least one work item")
+    return total
 
 
 class Matcher(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig
+from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device
 from pdd_ray.distill.gradient_matching import PRESETS, GMConfig
 from pdd_ray.distill.mtt import MTTConfig
 from pdd_ray.errors import UserError
@@ -60,10 +60,36 @@ class DistillConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        check_device(self.device)
+        if self.data.val_size < 1:
+            raise UserError("data.val_size must be >= 1: each stage's best iteration is chosen on the validation split")
         if self.method == "mtt":
             self.mtt.validate()
+            self._check_expert_epochs()
+            if self.device.startswith("cuda") and self.experts.gpus_per_expert == 0:
+                raise UserError("device=cuda needs experts.gpus_per_expert > 0 (Ray hides GPUs from tasks without one)")
         else:
             self.gm_config().validate()
+        if self.method == "dsa" and not self.augment.dsa:
+            raise UserError("method=dsa needs augment.dsa=true (without it, it is method=dc)")
+        if self.stages.forgetting_curriculum:
+            self._check_forgetting_source()
+
+    def _check_expert_epochs(self) -> None:
+        needed = self.mtt.max_start_epoch + self.mtt.expert_epochs + 1
+        have = self.experts.recipe.num_snapshots
+        if self.buffer is None and have < needed:
+            raise UserError(f"experts keep {have} snapshots but matching needs {needed} "
+                            f"(mtt.max_start_epoch + mtt.expert_epochs + 1): raise experts.recipe.epochs "
+                            "(and store_epochs) or lower mtt.max_start_epoch")
+
+    def _check_forgetting_source(self) -> None:
+        if self.method == "mtt" and self.buffer is None and not self.experts.track_forgetting:
+            raise UserError("stages.forgetting_curriculum needs experts.track_forgetting=true "
+                            "(the stage-1 experts count the forgetting events)")
+        if self.method != "mtt" and self.buffer is None:
+            raise UserError("stages.forgetting_curriculum with a gradient-matching base needs buffer= pointing "
+                            "at an expert buffer built with track_forgetting=true")
 
     def gm_config(self):
         """The gradient-matching section, or the method's preset when none was given."""

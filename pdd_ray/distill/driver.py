@@ -11,6 +11,8 @@ stage resumes from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -42,14 +44,36 @@ def load_or_start(config: DistillConfig, data: DataBundle) -> synset_io.Syntheti
         synset = synset_io.load(directory)
         if synset.dataset != data.name or synset.method != f"pdd:{config.method}":
             raise UserError(f"{directory} holds a {synset.method} set for {synset.dataset}; use another out=")
+        if synset.config.get("fingerprint") != config_fingerprint(config):
+            raise UserError(f"{directory} was distilled with a different config (stages, method, data, model or "
+                            "seed changed); use another out= or delete the directory to start over")
         return synset
     return synset_io.SyntheticSet(data.name, data.num_classes, data.class_names, data.preprocessor, [],
-                                  method=f"pdd:{config.method}", config=to_dict(config), seed=config.seed)
+                                  method=f"pdd:{config.method}",
+                                  config={**to_dict(config), "fingerprint": config_fingerprint(config)},
+                                  seed=config.seed)
+
+
+# Settings that change what a stage computes; out/device/address/evaluation do not.
+FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval")
+
+
+def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
+    """sha256 of the settings that determine the distilled images (plus ``extra`` bytes)."""
+    relevant = {k: v for k, v in to_dict(config).items() if k not in FINGERPRINT_EXCLUDES}
+    relevant["data"] = {k: v for k, v in relevant["data"].items() if k not in ("root", "download")}
+    relevant["experts"] = {k: v for k, v in relevant["experts"].items()
+                           if k not in ("out", "device", "address", "data", "model", "augment")}
+    relevant["gm"] = to_dict(config.gm_config()) if config.method != "mtt" else None
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode() + extra).hexdigest()
 
 
 def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, progress: bool = True,
                on_iteration: Callable[[int, int], None] | None = None) -> synset_io.SyntheticSet:
     """Distil every unfinished stage in order and return the full synthetic set."""
+    if len(data.val) < data.num_classes:
+        raise UserError(f"the validation split has {len(data.val)} images for {data.num_classes} classes; "
+                        "raise data.val_size")
     synset = load_or_start(config, data)
     for index in range(len(synset.stages), config.stages.num_stages):
         if config.method == "mtt":
@@ -72,16 +96,18 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
     earlier = synset.stages[:index] if config.stages.conditioning else []
     factor = 1 if config.method == "mtt" else config.gm_config().factor
     generator = torch.Generator().manual_seed(config.seed * 1000 + index)
-    images, labels = init_from_real(data.train, config.stages.ipc, factor, generator, _allowed(config, data, index))
+    allowed = _allowed(config, data, index)
+    images, labels = init_from_real(data.train, config.stages.ipc, factor, generator, allowed)
     frozen = _stored_union(earlier, data)
     state = SyntheticState(frozen[0].to(device), frozen[1].to(device), images.to(device).requires_grad_(True),
                            labels.to(device), _initial_lr(config, device))
-    matcher = build_matcher(config, data, earlier, index, device)
+    matcher = build_matcher(config, data, synset.stages[:index], index, device, allowed)
     settings = _settings(config, index)
     validate = _validator(config, data, earlier, factor, device)
+    fingerprint = config_fingerprint(config, f"stage {index}".encode() + frozen[0].numpy().tobytes())
     outcome = distill_stage(state, matcher, settings, validate,
                             Path(config.out) / "stages" / f"stage_{index + 1}.ckpt", on_iteration, progress,
-                            desc=f"stage {index + 1}/{config.stages.num_stages}")
+                            desc=f"stage {index + 1}/{config.stages.num_stages}", fingerprint=fingerprint)
     info = {"factor": factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,
             "lr_clamped": outcome.lr_clamped, "history": outcome.history}
@@ -119,7 +145,11 @@ def _allowed(config: DistillConfig, data: DataBundle, index: int) -> torch.Tenso
         raise UserError(f"forgetting_curriculum needs {path}: build the stage-1 experts with track_forgetting=true")
     scores, disk_indices = load_scores(path)
     by_disk = dict(zip(disk_indices.tolist(), scores.tolist()))
-    train_scores = torch.tensor([by_disk.get(i, 0.0) for i in data.train_indices.tolist()])
+    missing = [i for i in data.train_indices.tolist() if i not in by_disk]
+    if missing:
+        raise UserError(f"{path} has no forgetting score for {len(missing)} training examples (e.g. #{missing[0]}): "
+                        "it was built on a different split; rebuild the buffer with this data config")
+    train_scores = torch.tensor([by_disk[i] for i in data.train_indices.tolist()])
     return forgetting_partition(train_scores, index, config.stages.forgetting_bin_width, data.train.labels,
                                 keep_at_least=config.stages.ipc * config.gm_config().factor ** 2
                                 if config.method != "mtt" else config.stages.ipc)
@@ -144,10 +174,11 @@ def _validator(config: DistillConfig, data: DataBundle, earlier: list, factor: i
     return validate
 
 
-def build_matcher(config: DistillConfig, data: DataBundle, earlier: list, index: int, device):
-    """The base method's matcher for stage ``index``."""
+def build_matcher(config: DistillConfig, data: DataBundle, earlier: list, index: int, device,
+                  allowed: torch.Tensor | None = None):
+    """The base method's matcher for stage ``index`` (``earlier``: the finished stages)."""
     make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
-    augment = make_augment(config.augment)
+    augment = None if config.method == "dc" else make_augment(config.augment)  # DC is DSA without augmentation
     if config.method == "mtt":
         from pdd_ray.distill.mtt import MTTMatcher
         from pdd_ray.models import FlatForward
@@ -156,8 +187,10 @@ def build_matcher(config: DistillConfig, data: DataBundle, earlier: list, index:
         store = TrajectoryStore.open(expert_dir(config, index), layout=None)
         return MTTMatcher(config.mtt, store, FlatForward(model), augment, device)
     from pdd_ray.distill.gradient_matching import GradientMatcher
-    return GradientMatcher(config.gm_config(), data.train, make_model, augment, device,
-                           warmup=_warmup(config, earlier, augment) if earlier else None,
+    real = data.train if allowed is None else data.train.subset(allowed)  # the stage's forgetting partition
+    transition = earlier and config.stages.transitions  # IDC's transition: the net first learns the earlier sets
+    return GradientMatcher(config.gm_config(), real, make_model, augment, device,
+                           warmup=_warmup(config, earlier, augment) if transition else None,
                            seed=config.seed * 1000 + index)
 
 

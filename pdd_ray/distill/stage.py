@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pdd_ray.distill.base import SyntheticState, combine
+from pdd_ray.errors import UserError
 from pdd_ray.distill.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,14 @@ class _Progress:
 def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
                   validate: Callable[[torch.Tensor, float | None], float], checkpoint_path: Path,
                   on_iteration: Callable[[int], None] | None = None, progress: bool = True,
-                  desc: str = "stage") -> StageOutcome:
+                  desc: str = "stage", fingerprint: str = "") -> StageOutcome:
     """Run (or resume) one stage and return its best iterate by validation accuracy."""
     opt_img = torch.optim.SGD([state.images], lr=settings.lr_img, momentum=0.5)
     opt_lr = torch.optim.SGD([state.lr], lr=settings.lr_lr, momentum=0.5) if settings.lr_lr is not None else None
     generator = torch.Generator().manual_seed(settings.seed)
     loop = _Progress(state)
     if checkpoint_path.is_file():
-        _restore(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop)
+        _restore(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
     if loop.iteration == 0 and not loop.history:
         _validate(state, validate, loop, 0)
     bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress)
@@ -81,7 +82,7 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
         if it % settings.eval_every == 0 or it == settings.iterations:
             _validate(state, validate, loop, it)
         if it % settings.checkpoint_every == 0 or it == settings.iterations:
-            _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop)
+            _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", best_val=f"{loop.best[3]:.3f}",
                         lr=f"{_lr_value(state):.2e}" if state.lr is not None else "-")
@@ -98,7 +99,7 @@ def _lr_value(state) -> float | None:
 
 def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
     items = matcher.plan(loop.iteration, generator)
-    total = combine([matcher.contribution(state, item) for item in items])
+    total = combine(matcher.contribution(state, item) for item in items)
     if not total.finite:
         # A NaN/inf step would poison the images for good: skip it, count it, say so.
         loop.skipped += 1
@@ -128,7 +129,7 @@ def _validate(state, validate, loop, iteration: int) -> None:
         loop.best = (state.images.detach().clone(), lr, iteration, accuracy)
 
 
-def _save(path, state, matcher, opt_img, opt_lr, generator, loop) -> None:
+def _save(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -> None:
     tensors = {"images": state.images, "best_images": loop.best[0], "rng": generator.get_state(),
                **optimizer_tensors("opt_img", opt_img)}
     if state.lr is not None:
@@ -138,12 +139,15 @@ def _save(path, state, matcher, opt_img, opt_lr, generator, loop) -> None:
     tensors.update({f"matcher.{k}": v for k, v in matcher_state.items()})
     meta = {"iteration": loop.iteration, "best_lr": loop.best[1], "best_iteration": loop.best[2],
             "best_val_accuracy": loop.best[3], "skipped": loop.skipped, "clamped": loop.clamped,
-            "history": loop.history}
+            "history": loop.history, "fingerprint": fingerprint}
     save_checkpoint(path, tensors, meta)
 
 
-def _restore(path, state, matcher, opt_img, opt_lr, generator, loop) -> None:
+def _restore(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -> None:
     tensors, meta = load_checkpoint(path)
+    if meta.get("fingerprint") != fingerprint:
+        raise UserError(f"checkpoint {path} was written by a different config or different earlier stages; "
+                        "delete it (or use another out=) to restart this stage")
     with torch.no_grad():
         state.images.copy_(tensors["images"])
         if state.lr is not None:

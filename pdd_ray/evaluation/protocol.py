@@ -64,7 +64,8 @@ def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 
     for k, phase in enumerate(phases):
         images, labels = phase.images.to(device), phase.labels.to(device)
         for epoch in range(phase.epochs):
-            _set_lr(optimizer, phase.lr * (0.1 if epoch >= phase.epochs // 2 else 1.0))
+            decayed = phase.epochs > 1 and epoch >= phase.epochs // 2
+            _set_lr(optimizer, phase.lr * (0.1 if decayed else 1.0))
             train_epoch(model, images, labels, optimizer, batch_size, augment, generator)
             bar.update(1)
         if after_phase is not None:

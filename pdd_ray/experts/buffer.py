@@ -18,11 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pdd_ray import synset as synset_io
-from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, to_dict
+from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, check_device, to_dict
 from pdd_ray.errors import UserError
 from pdd_ray.experts.train import ExpertRecipe, train_expert
 from pdd_ray.selection.forgetting import save_scores
 
+# Worth another attempt (crashes, OOM, injected faults); a UserError would fail again the same way.
+RETRIED = [RuntimeError, OSError, MemoryError]
 FAIL_ONCE_ENV = "PDD_RAY_FAIL_ONCE_DIR"  # fault injection for tests: first attempt of each expert raises
 
 
@@ -58,6 +60,10 @@ class ExpertsConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        check_device(self.device)
+        if self.device.startswith("cuda") and self.gpus_per_expert == 0:
+            # Ray hides every GPU from a task that asks for none.
+            raise UserError("device=cuda needs gpus_per_expert > 0 (e.g. 0.25 for four experts per GPU)")
         if self.transition is not None:
             synset_io.read_manifest(self.transition)
 
@@ -111,13 +117,17 @@ def build_buffer(config: ExpertsConfig, progress: bool = True) -> dict:
 def _run_tasks(config, store, data, transition, todo, show_progress) -> None:
     import ray
 
+    _check_cluster_gpus(config)
     counter = ray.remote(_EpochCounter).options(num_cpus=0).remote()
     train_ref = ray.put((data.train.images, data.train.labels))
     test_ref = ray.put((data.test.images, data.test.labels))
     task = ray.remote(_expert_task).options(num_cpus=config.cpus_per_expert, num_gpus=config.gpus_per_expert,
-                                            max_retries=config.max_retries, retry_exceptions=True)
+                                            max_retries=config.max_retries,
+                                            retry_exceptions=RETRIED)
     threads = max(1, int(config.cpus_per_expert))
-    pending = [task.remote(i, config, data.num_classes, train_ref, test_ref, transition, counter, threads) for i in todo]
+    transition_ref = ray.put(transition)  # one copy in the object store, however many experts
+    pending = [task.remote(i, config, data.num_classes, train_ref, test_ref, transition_ref, counter, threads)
+               for i in todo]
     total_epochs = len(todo) * config.recipe.epochs  # real-data epochs; the transition warm-up is not counted
     bar = tqdm(total=total_epochs, desc=f"experts 0/{len(todo)}", unit="epoch", disable=not show_progress)
     done, failures = 0, []
@@ -138,6 +148,14 @@ def _run_tasks(config, store, data, transition, todo, show_progress) -> None:
     if failures:
         raise UserError(f"{len(failures)} expert(s) failed after {config.max_retries} retries "
                         f"(completed ones are saved; rerun to resume): {failures[0]}")
+
+
+def _check_cluster_gpus(config) -> None:
+    import ray
+    if config.gpus_per_expert > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+        # Tasks asking for a GPU on a cluster without one would wait forever.
+        raise UserError(f"gpus_per_expert={config.gpus_per_expert} but the Ray cluster has no GPU; "
+                        "set gpus_per_expert=0 (and device=cpu) or connect to a GPU cluster")
 
 
 class _EpochCounter:
@@ -163,14 +181,15 @@ def _save_expert(config, store, expert_id: int, result) -> None:
 
 
 def _aggregate_forgetting(config, store, data) -> None:
-    """Sum per-expert forgetting counts into one score file keyed by on-disk training index."""
+    """Average per-expert forgetting counts into one score file keyed by on-disk training index."""
     if not config.track_forgetting:
         return
     from pdd_ray.selection.forgetting import load_scores
     files = [Path(config.out) / f"forgetting_{i:05d}.safetensors" for i in store.completed()]
     scores = [load_scores(f)[0] for f in files if f.is_file()]
     if scores:
-        save_scores(Path(config.out) / "forgetting.safetensors", torch.stack(scores).sum(0), data.train_indices)
+        # Mean over experts: a per-training-run count, comparable with the paper's bins of 10 events.
+        save_scores(Path(config.out) / "forgetting.safetensors", torch.stack(scores).mean(0), data.train_indices)
 
 
 def _layout(config, data):
@@ -183,7 +202,18 @@ def _recipe_record(config) -> dict:
     # What must match for a resumed buffer to be one consistent set of experts.
     return {**to_dict(config.recipe), "augment": to_dict(config.augment), "seed": config.seed,
             "data": {k: v for k, v in to_dict(config.data).items() if k not in ("root", "download")},
-            "transition": config.transition}
+            "transition": _content_digest(config.transition)}
+
+
+def _content_digest(directory: str | None) -> str | None:
+    """sha256 over a synthetic set's stage files: experts are tied to the images, not to a path."""
+    if directory is None:
+        return None
+    import hashlib
+    digest = hashlib.sha256()
+    for entry in synset_io.read_manifest(directory)["stages"]:
+        digest.update((Path(directory) / entry["file"]).read_bytes())
+    return digest.hexdigest()
 
 
 def _transition_union(directory: str, data) -> tuple[torch.Tensor, torch.Tensor, float]:

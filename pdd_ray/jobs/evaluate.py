@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pdd_ray import synset as synset_io
-from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, from_dict, to_dict
+from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, from_dict, to_dict
 from pdd_ray.data.registry import load_raw
 from pdd_ray.evaluation import EvalResult, evaluate_synthetic
 from pdd_ray.jobs.common import make_augment, model_factory
@@ -28,6 +28,9 @@ class EvaluateConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_device(self.device)
 
 
 def evaluate_directory(directory: str | Path, config: EvaluateConfig, progress: bool = True) -> dict:

@@ -66,6 +66,31 @@ def test_killed_run_resumes_to_identical_images_and_never_redoes_stages(tmp_path
     assert again == []  # everything finished: nothing recomputed
 
 
+def test_matching_never_changes_the_frozen_earlier_stage(tmp_path, tiny_fashion_root, monkeypatch):
+    import pdd_ray.distill.driver as driver
+    seen = []
+    real = driver.distill_stage
+
+    def spy(state, *args, **kwargs):
+        before = state.frozen_images.clone()
+        outcome = real(state, *args, **kwargs)
+        seen.append(torch.equal(before, state.frozen_images) and len(before))
+        return outcome
+
+    monkeypatch.setattr(driver, "distill_stage", spy)
+    run_pdd(_config(tiny_fashion_root, tmp_path / "f", "evaluate=false"), progress=False)
+    assert seen == [0, 10]  # stage 1 has nothing frozen; stage 2's 10 frozen images are untouched
+
+
+def test_changed_config_does_not_mix_into_an_existing_run(tmp_path, tiny_fashion_root):
+    from pdd_ray.errors import UserError
+    out = tmp_path / "r"
+    run_pdd(_config(tiny_fashion_root, out, "evaluate=false", "stages.num_stages=1"), progress=False)
+    with pytest.raises(UserError, match="different config"):
+        run_pdd(_config(tiny_fashion_root, out, "evaluate=false", "stages.num_stages=1", "gm.lr_img=0.5"),
+                progress=False)
+
+
 def test_without_conditioning_stage_two_ignores_stage_one(tmp_path, tiny_fashion_root, monkeypatch):
     import pdd_ray.distill.driver as driver
     frozen_sizes = []
@@ -84,7 +109,14 @@ def test_without_conditioning_stage_two_ignores_stage_one(tmp_path, tiny_fashion
 
 def test_bad_run_configs_fail_before_compute():
     from pdd_ray.errors import UserError
-    for override, fragment in (("method=kip", "method must be one of"), ("stages.ipc=0", "stages.ipc"),
-                               ("mtt.syn_steps=0", "syn_steps"), ("gm.distance=cosine", "distance")):
+    cases = [(["method=kip"], "method must be one of"), (["stages.ipc=0"], "stages.ipc"),
+             (["mtt.syn_steps=0"], "syn_steps"), (["method=idc", "gm.distance=cosine"], "distance"),
+             (["data.val_size=0"], "val_size"), (["device=gpu"], "device must be"),
+             (["method=dsa", "augment.dsa=false"], "method=dc"),
+             (["experts.recipe.epochs=5"], "matching needs 23"),
+             (["experts.device=cuda"], "gpus_per_expert"),
+             (["stages.forgetting_curriculum=true"], "track_forgetting"),
+             (["method=idc", "stages.forgetting_curriculum=true"], "buffer=")]
+    for overrides, fragment in cases:
         with pytest.raises(UserError, match=fragment):
-            load_config(DistillConfig, None, [override] + (["method=idc"] if override.startswith("gm") else []))
+            load_config(DistillConfig, None, overrides)

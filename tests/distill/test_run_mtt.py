@@ -28,4 +28,6 @@ def test_run_command_with_mtt_builds_transition_experts_and_reports(tmp_path, ti
     assert stage1.info(0)["init"] == "random" and stage2.info(0)["init"] == "transition"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [s["ipc"] for s in metrics["stages"]] == [1, 1]
-    assert all(s["lr"] > 0 for s in metrics["stages"])  # each stage keeps its own learned lr
+    # every stage starts its learnable lr afresh at lr_teacher and ends with its own learned value
+    assert [h[0]["lr"] for h in metrics["history"]] == [0.01, 0.01]
+    assert all(s["lr"] != 0.01 for s in metrics["stages"])

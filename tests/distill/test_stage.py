@@ -74,19 +74,31 @@ def test_best_iterate_is_the_one_validation_prefers(tmp_path):
 
 def test_killed_stage_resumes_to_the_same_result(tmp_path):
     target = torch.ones(2, 1, 2, 2)
-    straight = distill_stage(_state(), PullMatcher(target), _settings(), _closeness(target),
+    # lr_push < 0: the learned lr and its momentum move, so resuming must restore both
+    straight = distill_stage(_state(), PullMatcher(target, lr_push=-0.5), _settings(), _closeness(target),
                              tmp_path / "a.ckpt", progress=False)
+    assert straight.lr != pytest.approx(0.01)
 
     def kill(it):
         if it == 7:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        distill_stage(_state(), PullMatcher(target), _settings(), _closeness(target), tmp_path / "b.ckpt",
-                      on_iteration=kill, progress=False)
+        distill_stage(_state(), PullMatcher(target, lr_push=-0.5), _settings(), _closeness(target),
+                      tmp_path / "b.ckpt", on_iteration=kill, progress=False)
     calls = []
-    resumed = distill_stage(_state(), PullMatcher(target), _settings(), _closeness(target), tmp_path / "b.ckpt",
-                            on_iteration=calls.append, progress=False)
+    resumed = distill_stage(_state(), PullMatcher(target, lr_push=-0.5), _settings(), _closeness(target),
+                            tmp_path / "b.ckpt", on_iteration=calls.append, progress=False)
     assert calls[0] == 7  # checkpoint at 6: at most checkpoint_every iterations redone
     assert torch.equal(resumed.images, straight.images) and resumed.lr == straight.lr
     assert resumed.history == straight.history
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    from pdd_ray.errors import UserError
+    target = torch.ones(2, 1, 2, 2)
+    distill_stage(_state(), PullMatcher(target), _settings(iterations=2), _closeness(target), tmp_path / "c.ckpt",
+                  progress=False, fingerprint="config-a")
+    with pytest.raises(UserError, match="different config"):
+        distill_stage(_state(), PullMatcher(target), _settings(iterations=4), _closeness(target),
+                      tmp_path / "c.ckpt", progress=False, fingerprint="config-b")
