@@ -49,6 +49,21 @@ def write_json(path: str | Path, data: dict) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
+def read_manifest_file(directory: str | Path, fmt: str, what: str, name: str = "manifest.json") -> dict:
+    """A JSON manifest whose ``format`` must be ``fmt``; user-facing errors name ``what`` was expected."""
+    from pdd_ray.errors import UserError
+    path = Path(directory) / name
+    if not path.is_file():
+        raise UserError(f"{directory} is not {what}: no {name}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
+    if manifest.get("format") != fmt:
+        raise UserError(f"{path} is not a pdd-ray {what} manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
 def versions() -> dict:
     """Versions of Python and the libraries that shape numeric results."""
     import importlib.metadata as md

@@ -10,7 +10,6 @@ leaves a stage that looks finished but is not.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from pdd_ray.data.preprocess import Preprocessor
 from pdd_ray.errors import UserError
-from pdd_ray.provenance import atomic_write, now, versions, write_json
+from pdd_ray.provenance import atomic_write, now, read_manifest_file, versions, write_json
 
 FORMAT = "pdd-ray/synthetic-set"
 FORMAT_VERSION = 1
@@ -100,16 +99,7 @@ def _manifest(synset: SyntheticSet) -> dict:
 
 def read_manifest(directory: str | Path) -> dict:
     """The manifest of a synthetic-set directory, with user-facing errors."""
-    path = Path(directory) / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{directory} is not a synthetic set: no manifest.json")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{path} is not a pdd-ray synthetic-set manifest")
-    return manifest
+    return read_manifest_file(directory, FORMAT, "synthetic-set")
 
 
 def load(directory: str | Path) -> SyntheticSet:

@@ -29,7 +29,7 @@ import torch
 
 from pdd_ray.errors import UserError
 from pdd_ray.models.functional import ParamLayout
-from pdd_ray.provenance import atomic_write, now, versions, write_json
+from pdd_ray.provenance import atomic_write, now, read_manifest_file, versions, write_json
 
 FORMAT = "pdd-ray/trajectory-store"
 FORMAT_VERSION = 1
@@ -87,14 +87,7 @@ class TrajectoryStore:
     def open(cls, directory, layout: ParamLayout | None = None) -> "TrajectoryStore":
         """Open an existing store; with ``layout``, refuse one whose parameter layout differs."""
         path = Path(directory) / MANIFEST
-        if not path.is_file():
-            raise UserError(f"{directory} is not an expert-trajectory store (no {MANIFEST})")
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} is not valid JSON: {exc}") from None
-        if manifest.get("format") != FORMAT:
-            raise UserError(f"{path} is not a trajectory-store manifest (format {manifest.get('format')!r})")
+        manifest = read_manifest_file(directory, FORMAT, "expert-trajectory store", MANIFEST)
         if manifest.get("format_version", 0) > FORMAT_VERSION:
             raise UserError(f"{path} has format_version {manifest['format_version']}; "
                             f"this pdd-ray reads up to {FORMAT_VERSION}")
