@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="/tmp/pdd-quickstart-bench")
     args = p.parse_args()
+    shutil.rmtree(args.out, ignore_errors=True)  # a timing needs a fresh run, not a resumed one
     config = load_config(DistillConfig, HERE.parent / "tune_configs" / "quickstart_fashion_mnist.yaml",
                          [f"out={args.out}"])
     start = time.perf_counter()
