@@ -23,7 +23,6 @@ from pdd_ray.config import to_dict
 from pdd_ray.data.bundle import DataBundle
 from pdd_ray.distill.base import SyntheticState
 from pdd_ray.distill.config import DistillConfig
-from pdd_ray.distill.formation import decode, decode_labels
 from pdd_ray.distill.init import forgetting_partition, init_from_real
 from pdd_ray.distill.stage import StageSettings, distill_stage
 from pdd_ray.errors import UserError
@@ -82,10 +81,8 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
         stage = distill_one(config, data, synset, index, device, progress, hook)
         synset.stages.append(stage)
         synset_io.save(synset, synthetic_dir(config))  # stage files first, manifest last
-        save_image_grid(data.preprocessor.inverse(stage.images if stage.info.get("factor", 1) == 1
-                                                  else decode(stage.images, stage.info["factor"])),
-                        decode_labels(stage.labels, stage.info.get("factor", 1)),
-                        synthetic_dir(config) / f"stage_{index + 1}.png", data.class_names,
+        pixels, labels = stage.training_data()
+        save_image_grid(data.preprocessor.inverse(pixels), labels, synthetic_dir(config) / f"stage_{index + 1}.png", data.class_names,
                         title=f"stage {index + 1}: {config.method}, ipc {config.stages.ipc}")
     return synset
 
@@ -103,7 +100,7 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
                            labels.to(device), _initial_lr(config, device))
     matcher = build_matcher(config, data, synset.stages[:index], index, device, allowed)
     settings = _settings(config, index)
-    validate = _validator(config, data, earlier, factor, device)
+    validate = _validator(config, data, earlier, labels, factor, device)
     fingerprint = config_fingerprint(config, f"stage {index}".encode() + frozen[0].numpy().tobytes())
     outcome = distill_stage(state, matcher, settings, validate,
                             Path(config.out) / "stages" / f"stage_{index + 1}.ckpt", on_iteration, progress,
@@ -155,16 +152,14 @@ def _allowed(config: DistillConfig, data: DataBundle, index: int) -> torch.Tenso
                                 if config.method != "mtt" else config.stages.ipc)
 
 
-def _validator(config: DistillConfig, data: DataBundle, earlier: list, factor: int, device):
+def _validator(config: DistillConfig, data: DataBundle, earlier: list, labels: torch.Tensor, factor: int, device):
     """Validation accuracy of a candidate S_i: a fresh net trained on U_{i-1} ∪ S_i, scored on the val split."""
     make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
     augment = make_augment(config.augment)
-    labels_cache = {}
+    labels = labels.cpu()
 
     def validate(images: torch.Tensor, lr: float | None) -> float:
-        if "labels" not in labels_cache:
-            labels_cache["labels"] = torch.arange(data.num_classes).repeat_interleave(config.stages.ipc)
-        candidate = synset_io.Stage(images.cpu(), labels_cache["labels"], lr, {"factor": factor})
+        candidate = synset_io.Stage(images.cpu(), labels, lr, {"factor": factor})
         result = evaluate_synthetic(earlier + [candidate], (data.val.images, data.val.labels), make_model,
                                     mode="union", runs=1, epochs=config.stages.eval_epochs, lr=config.eval.lr,
                                     batch_size=config.eval.batch_size, augment=augment, seed=config.seed,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from pathlib import Path
 
@@ -152,8 +151,8 @@ class TrajectoryStore:
             # cannot leave the old entry (old checksum) vouching for a new file.
             self._commit_manifest({k: v for k, v in self._manifest["experts"].items() if k != key})
         self._close_reader(int(expert_id))
+        # atomic_write fsyncs the file and the directory: the rename is durable before the manifest vouches for it
         path = atomic_write(self._directory / name, lambda tmp: self._write_arrow(tmp, rows))
-        _fsync_dir(self._directory)  # the rename must be durable before the manifest vouches for it
         entry = {**_jsonable(info), "file": name, "snapshots": len(rows), "sha256": _sha256(path),
                  "bytes": path.stat().st_size, "status": "complete", "written": now()}
         self._commit_manifest({**self._manifest["experts"], key: entry})
@@ -176,8 +175,6 @@ class TrajectoryStore:
             with pa.ipc.new_file(f, schema) as writer:
                 for epoch, row in enumerate(rows):
                     writer.write_batch(_row_batch(schema, epoch, row))
-            f.flush()
-            os.fsync(f.fileno())
 
     def _commit_manifest(self, experts: dict) -> None:
         # The in-memory manifest changes only once the file on disk has.
@@ -378,19 +375,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # platforms that cannot open directories (Windows) have no directory fsync
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _jsonable(value):
