@@ -68,8 +68,13 @@ def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
 
 
 def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, progress: bool = True,
-               on_iteration: Callable[[int, int], None] | None = None) -> synset_io.SyntheticSet:
-    """Distil every unfinished stage in order and return the full synthetic set."""
+               on_iteration: Callable[[int, int], None] | None = None,
+               on_validation: Callable[[int, int, float], None] | None = None) -> synset_io.SyntheticSet:
+    """Distil every unfinished stage in order and return the full synthetic set.
+
+    Hooks get the 0-based stage index first: ``on_iteration(stage, it)``,
+    ``on_validation(stage, it, val_accuracy)``.
+    """
     if len(data.val) < data.num_classes:
         raise UserError(f"the validation split has {len(data.val)} images for {data.num_classes} classes; "
                         "raise data.val_size")
@@ -78,7 +83,8 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
         if config.method == "mtt":
             ensure_experts(config, index, progress)
         hook = (lambda it, i=index: on_iteration(i, it)) if on_iteration else None
-        stage = distill_one(config, data, synset, index, device, progress, hook)
+        val_hook = (lambda it, acc, i=index: on_validation(i, it, acc)) if on_validation else None
+        stage = distill_one(config, data, synset, index, device, progress, hook, val_hook)
         synset.stages.append(stage)
         synset_io.save(synset, synthetic_dir(config))  # stage files first, manifest last
         pixels, labels = stage.training_data()
@@ -88,7 +94,7 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
 
 
 def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.SyntheticSet, index: int,
-                device: torch.device, progress: bool, on_iteration) -> synset_io.Stage:
+                device: torch.device, progress: bool, on_iteration, on_validation=None) -> synset_io.Stage:
     """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``."""
     earlier = synset.stages[:index] if config.stages.conditioning else []
     factor = 1 if config.method == "mtt" else config.gm_config().factor
@@ -104,7 +110,8 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
     fingerprint = config_fingerprint(config, f"stage {index}".encode() + frozen[0].numpy().tobytes())
     outcome = distill_stage(state, matcher, settings, validate,
                             Path(config.out) / "stages" / f"stage_{index + 1}.ckpt", on_iteration, progress,
-                            desc=f"stage {index + 1}/{config.stages.num_stages}", fingerprint=fingerprint)
+                            desc=f"stage {index + 1}/{config.stages.num_stages}", fingerprint=fingerprint,
+                            on_validation=on_validation)
     info = {"factor": factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,
             "lr_clamped": outcome.lr_clamped, "history": outcome.history}

@@ -64,8 +64,13 @@ class _Progress:
 def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
                   validate: Callable[[torch.Tensor, float | None], float], checkpoint_path: Path,
                   on_iteration: Callable[[int], None] | None = None, progress: bool = True,
-                  desc: str = "stage", fingerprint: str = "") -> StageOutcome:
-    """Run (or resume) one stage and return its best iterate by validation accuracy."""
+                  desc: str = "stage", fingerprint: str = "",
+                  on_validation: Callable[[int, float], None] | None = None) -> StageOutcome:
+    """Run (or resume) one stage and return its best iterate by validation accuracy.
+
+    ``on_iteration(it)`` is called after every iteration, ``on_validation(it, accuracy)``
+    after every validation check (what a Tune scheduler watches).
+    """
     opt_img = torch.optim.SGD([state.images], lr=settings.lr_img, momentum=0.5)
     opt_lr = torch.optim.SGD([state.lr], lr=settings.lr_lr, momentum=0.5) if settings.lr_lr is not None else None
     generator = torch.Generator().manual_seed(settings.seed)
@@ -73,14 +78,14 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
     if checkpoint_path.is_file():
         _restore(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
     if loop.iteration == 0 and not loop.history:
-        _validate(state, validate, loop, 0)
+        _validate(state, validate, loop, 0, on_validation)
     bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress)
     while loop.iteration < settings.iterations:
         loss = _step(state, matcher, opt_img, opt_lr, generator, loop, settings)
         loop.iteration += 1
         it = loop.iteration
         if it % settings.eval_every == 0 or it == settings.iterations:
-            _validate(state, validate, loop, it)
+            _validate(state, validate, loop, it, on_validation)
         if it % settings.checkpoint_every == 0 or it == settings.iterations:
             _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
         bar.update(1)
@@ -121,12 +126,14 @@ def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
     return total.loss
 
 
-def _validate(state, validate, loop, iteration: int) -> None:
+def _validate(state, validate, loop, iteration: int, on_validation=None) -> None:
     lr = _lr_value(state)
     accuracy = validate(state.images.detach(), lr)
     loop.history.append({"iteration": iteration, "val_accuracy": accuracy, "lr": lr})
     if accuracy > loop.best[3]:
         loop.best = (state.images.detach().clone(), lr, iteration, accuracy)
+    if on_validation is not None:
+        on_validation(iteration, accuracy)
 
 
 def _save(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -> None:

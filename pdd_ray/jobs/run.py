@@ -22,12 +22,15 @@ from pdd_ray.train.loop import resolve_device, seed_everything
 from pdd_ray.visualize import save_accuracy_plot
 
 
-def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None) -> dict:
-    """Distil every stage (resuming what exists) and, if configured, evaluate and report."""
+def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_validation=None) -> dict:
+    """Distil every stage (resuming what exists) and, if configured, evaluate and report.
+
+    ``on_iteration(stage, it)`` / ``on_validation(stage, it, val_accuracy)``: see ``run_stages``.
+    """
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = create_dataset(config.data)
-    synset = run_stages(config, data, device, progress, on_iteration)
+    synset = run_stages(config, data, device, progress, on_iteration, on_validation)
     summary = {"out": config.out, "synthetic": str(synthetic_dir(config)), "stages": len(synset.stages)}
     if config.evaluate:
         summary["metrics"] = evaluate_and_report(config, data, synset, device, progress)
