@@ -9,6 +9,7 @@ from pdd_ray.distill.gradient_matching import PRESETS, GMConfig
 from pdd_ray.distill.mtt import MTTConfig
 from pdd_ray.errors import UserError
 from pdd_ray.experts.buffer import ExpertsConfig
+from pdd_ray.parallel.config import ParallelConfig
 
 METHODS = ("mtt", "idc", "dsa", "dc")
 
@@ -56,6 +57,7 @@ class DistillConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(mode="progressive"))
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -74,6 +76,18 @@ class DistillConfig:
             raise UserError("method=dsa needs augment.dsa=true (without it, it is method=dc)")
         if self.stages.forgetting_curriculum:
             self._check_forgetting_source()
+        self._check_parallel()
+
+    def _check_parallel(self) -> None:
+        p = self.parallel
+        if p.split == "batch" and self.method != "mtt":
+            raise UserError("parallel.split=batch is for method=mtt; gradient matching splits by class (items)")
+        if p.split == "batch" and p.workers > 1 and not self.mtt.memory_saving:
+            raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
+        if p.workers > 1 and p.use_gpu and self.device == "cpu":
+            raise UserError("parallel.use_gpu=true contradicts device=cpu")
+        if p.workers > 1 and not p.use_gpu and self.device.startswith("cuda"):
+            raise UserError(f"device={self.device} needs parallel.use_gpu=true (Ray hides GPUs from CPU workers)")
 
     def _check_expert_epochs(self) -> None:
         needed = self.mtt.max_start_epoch + self.mtt.expert_epochs + 1

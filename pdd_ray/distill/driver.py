@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -53,8 +54,8 @@ def load_or_start(config: DistillConfig, data: DataBundle) -> synset_io.Syntheti
                                   seed=config.seed)
 
 
-# Settings that change what a stage computes; out/device/address/evaluation do not.
-FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval")
+# Settings that change what a stage computes; out/device/address/evaluation/worker count do not.
+FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval", "parallel")
 
 
 def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
@@ -93,10 +94,23 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
     return synset
 
 
-def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.SyntheticSet, index: int,
-                device: torch.device, progress: bool, on_iteration, on_validation=None) -> synset_io.Stage:
-    """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``."""
-    earlier = synset.stages[:index] if config.stages.conditioning else []
+@dataclass
+class StageJob:
+    """Everything one worker needs to distil stage ``index``: built the same way on every worker."""
+
+    state: SyntheticState
+    matcher: object
+    settings: StageSettings
+    validate: Callable
+    fingerprint: str
+    factor: int
+    checkpoint_path: Path
+
+
+def prepare_stage(config: DistillConfig, data: DataBundle, finished: list, index: int, device: torch.device,
+                  comm=None) -> StageJob:
+    """Initial S_i, matcher, settings and validator of stage ``index`` (0-based), given the finished stages."""
+    earlier = finished[:index] if config.stages.conditioning else []
     factor = 1 if config.method == "mtt" else config.gm_config().factor
     generator = torch.Generator().manual_seed(config.seed * 1000 + index)
     allowed = _allowed(config, data, index)
@@ -104,18 +118,34 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
     frozen = _stored_union(earlier, data)
     state = SyntheticState(frozen[0].to(device), frozen[1].to(device), images.to(device).requires_grad_(True),
                            labels.to(device), _initial_lr(config, device))
-    matcher = build_matcher(config, data, synset.stages[:index], index, device, allowed)
-    settings = _settings(config, index)
-    validate = _validator(config, data, earlier, labels, factor, device)
-    fingerprint = config_fingerprint(config, f"stage {index}".encode() + frozen[0].numpy().tobytes())
-    outcome = distill_stage(state, matcher, settings, validate,
-                            Path(config.out) / "stages" / f"stage_{index + 1}.ckpt", on_iteration, progress,
-                            desc=f"stage {index + 1}/{config.stages.num_stages}", fingerprint=fingerprint,
-                            on_validation=on_validation)
-    info = {"factor": factor, "best_iteration": outcome.best_iteration,
+    matcher = build_matcher(config, data, finished[:index], index, device, allowed, comm)
+    return StageJob(state, matcher, _settings(config, index), _validator(config, data, earlier, labels, factor, device),
+                    stage_fingerprint(config, index, frozen[0]), factor,
+                    Path(config.out) / "stages" / f"stage_{index + 1}.ckpt")
+
+
+def stage_fingerprint(config: DistillConfig, index: int, frozen_images: torch.Tensor) -> str:
+    """What a stage checkpoint must match to be resumed: the config and the earlier stages' images."""
+    return config_fingerprint(config, f"stage {index}".encode() + frozen_images.cpu().numpy().tobytes())
+
+
+def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.SyntheticSet, index: int,
+                device: torch.device, progress: bool, on_iteration, on_validation=None) -> synset_io.Stage:
+    """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``: in process, or on Ray Train."""
+    desc = f"stage {index + 1}/{config.stages.num_stages}"
+    if config.parallel.workers > 1:
+        from pdd_ray.parallel.trainer import distill_stage_on_workers
+        job = prepare_stage(config, data, synset.stages, index, torch.device("cpu"))
+        outcome = distill_stage_on_workers(config, synset.stages[:index], index, job, progress)
+    else:
+        job = prepare_stage(config, data, synset.stages, index, device)
+        outcome = distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
+                                on_iteration, progress, desc=desc, fingerprint=job.fingerprint,
+                                on_validation=on_validation)
+    info = {"factor": job.factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,
             "lr_clamped": outcome.lr_clamped, "history": outcome.history}
-    return synset_io.Stage(outcome.images.cpu(), labels.cpu(), outcome.lr, info)
+    return synset_io.Stage(outcome.images.cpu(), job.state.labels.cpu(), outcome.lr, info)
 
 
 def _stored_union(stages: list, data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,8 +207,8 @@ def _validator(config: DistillConfig, data: DataBundle, earlier: list, labels: t
 
 
 def build_matcher(config: DistillConfig, data: DataBundle, earlier: list, index: int, device,
-                  allowed: torch.Tensor | None = None):
-    """The base method's matcher for stage ``index`` (``earlier``: the finished stages)."""
+                  allowed: torch.Tensor | None = None, comm=None):
+    """The base method's matcher for stage ``index`` (``earlier``: the finished stages; ``comm``: workers)."""
     make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
     augment = None if config.method == "dc" else make_augment(config.augment)  # DC is DSA without augmentation
     if config.method == "mtt":
@@ -187,7 +217,8 @@ def build_matcher(config: DistillConfig, data: DataBundle, earlier: list, index:
         from pdd_ray.trajectories import TrajectoryStore
         model = make_model()
         store = TrajectoryStore.open(expert_dir(config, index), layout=None)
-        return MTTMatcher(config.mtt, store, FlatForward(model), augment, device)
+        return MTTMatcher(config.mtt, store, FlatForward(model), augment, device, comm,
+                          shard_batch=config.parallel.split == "batch")
     from pdd_ray.distill.gradient_matching import GradientMatcher
     real = data.train if allowed is None else data.train.subset(allowed)  # the stage's forgetting partition
     transition = earlier and config.stages.transitions  # IDC's transition: the net first learns the earlier sets

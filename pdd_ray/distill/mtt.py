@@ -17,6 +17,12 @@ unrolled training (second order). Two ways to get it, same numbers:
 
 Every random choice of an item (minibatch order, augmentation of step k) comes from
 the item's seed, so a step can be replayed exactly, on any worker.
+
+Batch sharding (``comm`` with ``shard_batch``): every worker unrolls the same item, but
+each computes the cross-entropy gradient of its slice of every minibatch only. The
+slices' gradients add up to the full one, so one all-reduce of a parameter-sized vector
+per step (forward) and per step (backward) gives every worker the exact full-batch
+trajectory while it holds the activations of 1/N of the batch.
 """
 
 from __future__ import annotations
@@ -34,8 +40,14 @@ from pdd_ray.errors import UserError
 from pdd_ray.models.functional import FlatForward
 from pdd_ray.trajectories.store import TrajectoryStore
 
-# A student step: (k, θ_k, live images, lr, create_graph) -> θ_{k+1}.
+# A student step's update: (k, θ_k, live images, lr, create_graph) -> Δ_k, and θ_{k+1} = θ_k − Δ_k.
+# With batch sharding Δ_k is this worker's share, and ``reduce`` sums the shares over workers.
 StepFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+ReduceFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 @dataclass(frozen=True)
@@ -104,22 +116,27 @@ def unroll_standard(step: StepFn, theta0: torch.Tensor, target: torch.Tensor, im
     # θ0 needs requires_grad only so each step can differentiate the CE w.r.t. θ; nobody asks for its gradient.
     theta = theta0.detach().requires_grad_(True)
     for k in range(num_steps):
-        theta = step(k, theta, images, lr, True)
+        theta = theta - step(k, theta, images, lr, True)
     loss = scale * (theta - target).pow(2).sum() / (theta0 - target).pow(2).sum()
     g_images, g_lr = _grad(loss, images, lr)
     return loss.detach(), g_images, g_lr
 
 
 def unroll_memory_saving(step: StepFn, theta0: torch.Tensor, target: torch.Tensor, images: torch.Tensor,
-                         lr: torch.Tensor, num_steps: int, scale: float
+                         lr: torch.Tensor, num_steps: int, scale: float, reduce: ReduceFn = _identity
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Same result as ``unroll_standard``, keeping one P-vector per step instead of every step's graph."""
+    """Same result as ``unroll_standard``, keeping one P-vector per step instead of every step's graph.
+
+    ``reduce`` sums a parameter-sized vector over batch-shard workers; the returned image
+    and lr gradients are then this worker's share (they add up over workers).
+    """
     # Forward: each step builds only the graph it needs for its own CE gradient and drops it.
     thetas = []
     theta = theta0.detach()
     for k in range(num_steps):
         thetas.append(theta)
-        theta = step(k, theta.detach().requires_grad_(True), images.detach(), lr.detach(), False).detach()
+        delta = step(k, theta.detach().requires_grad_(True), images.detach(), lr.detach(), False).detach()
+        theta = theta - reduce(delta)
     denominator = (theta0 - target).pow(2).sum()
     loss = scale * (theta - target).pow(2).sum() / denominator
     # Backward: λ_k = dL/dθ_k. Recompute step k with its graph from the stored θ_k and the replayed
@@ -128,11 +145,12 @@ def unroll_memory_saving(step: StepFn, theta0: torch.Tensor, target: torch.Tenso
     g_images, g_lr = torch.zeros_like(images), torch.zeros_like(lr)
     for k in reversed(range(num_steps)):
         theta_k = thetas.pop().requires_grad_(True)  # popping frees θ_k once its step is done
-        theta_next = step(k, theta_k, images, lr, True)
-        d_theta, d_images, d_lr = _grad(theta_next, theta_k, images, lr, grad_outputs=adjoint)
-        adjoint = d_theta
-        g_images += d_images
-        g_lr += d_lr
+        delta = step(k, theta_k, images, lr, True)
+        # θ_{k+1} = θ_k − Σ_workers Δ: the identity part passes λ through, the Δ part is a VJP.
+        d_theta, d_images, d_lr = _grad(delta, theta_k, images, lr, grad_outputs=adjoint)
+        adjoint = adjoint - reduce(d_theta)
+        g_images -= d_images
+        g_lr -= d_lr
     return loss.detach(), g_images, g_lr
 
 
@@ -147,6 +165,15 @@ def _grad(output: torch.Tensor, *inputs: torch.Tensor, grad_outputs: torch.Tenso
     return out
 
 
+def _check_shardable(config: MTTConfig, forward: FlatForward) -> None:
+    """Batch sharding is exact only per-sample networks and the memory-saving unroll."""
+    if not config.memory_saving:
+        raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in forward.module.modules()):
+        raise UserError("parallel.split=batch needs a network without batch norm (its statistics span the batch); "
+                        "use model.norm=instancenorm or parallel.split=items")
+
+
 # ---------------------------------------------------------------------------- the matcher
 
 
@@ -154,10 +181,15 @@ class MTTMatcher:
     """MTT trajectory matching with conditioning on the frozen union (see the module docstring)."""
 
     def __init__(self, config: MTTConfig, store: TrajectoryStore, forward: FlatForward,
-                 augment: DSA | None = None, device: torch.device | str = torch.device("cpu")):
+                 augment: DSA | None = None, device: torch.device | str = torch.device("cpu"),
+                 comm=None, shard_batch: bool = False):
         config.validate()
         self.config, self.store, self.forward, self.augment = config, store, forward, augment
         self.device = torch.device(device)
+        self.comm = comm
+        self.shards_batch = bool(shard_batch and comm is not None and comm.world_size > 1)
+        if self.shards_batch:
+            _check_shardable(config, forward)
         # Fixed at construction so plan() draws from the same list on every worker.
         self.experts = store.completed()
         if not self.experts:
@@ -201,19 +233,39 @@ class MTTMatcher:
         def step(k: int, theta: torch.Tensor, live: torch.Tensor, lr: torch.Tensor, create_graph: bool) -> torch.Tensor:
             # Union order as SyntheticState.union(): frozen first, so indices mean the same in every replay.
             x = torch.cat([frozen, live])[schedule[k]]
+            y = labels[schedule[k]]
             if self.augment is not None:
+                # Augment the whole minibatch, then slice: every shard sees exactly its part of the same draw.
                 params = self.augment.sample(len(x), tuple(x.shape[-2:]), step_generator(item.seed, k))
                 x = self.augment.apply(x, params)
-            ce = F.cross_entropy(self.forward(x, theta), labels[schedule[k]])
+            rows = self._my_rows(len(x))
+            # Sum over my rows / full batch size: the shards' gradients add up to the full mean's.
+            ce = F.cross_entropy(self.forward(x[rows], theta), y[rows], reduction="sum") / len(x)
             (g,) = torch.autograd.grad(ce, theta, create_graph=create_graph)
-            return theta - lr * g
+            return lr * g
 
-        unroll = unroll_memory_saving if cfg.memory_saving else unroll_standard
         with torch.enable_grad():
-            loss, g_images, g_lr = unroll(step, theta0, target, images, lr, cfg.syn_steps,
-                                          1.0 / cfg.trajectories_per_iteration)
+            scale = 1.0 / cfg.trajectories_per_iteration
+            if cfg.memory_saving:
+                reduce = self._reduce if self.shards_batch else _identity
+                loss, g_images, g_lr = unroll_memory_saving(step, theta0, target, images, lr, cfg.syn_steps, scale,
+                                                            reduce)
+            else:
+                loss, g_images, g_lr = unroll_standard(step, theta0, target, images, lr, cfg.syn_steps, scale)
+        if self.shards_batch:
+            loss = loss / self.comm.world_size  # every worker holds the whole loss; the all-reduce adds N copies
         return Contribution(float(loss), g_images.to(state.images.device),
                             g_lr.to(state.lr.device, state.lr.dtype) if has_lr else None)
+
+    def _my_rows(self, batch: int) -> slice:
+        """This worker's contiguous slice of a minibatch (all of it without batch sharding)."""
+        if not self.shards_batch:
+            return slice(0, batch)
+        bounds = torch.linspace(0, batch, self.comm.world_size + 1).round().long().tolist()
+        return slice(bounds[self.comm.rank], bounds[self.comm.rank + 1])
+
+    def _reduce(self, vector: torch.Tensor) -> torch.Tensor:
+        return self.comm.all_reduce_(vector.detach().clone())
 
     def after_iteration(self, state: SyntheticState, iteration: int, generator: torch.Generator) -> None:
         """MTT has nothing to do between iterations."""

@@ -5,6 +5,12 @@ The loop, top to bottom:
     -> keep lr positive -> matcher's between-iteration work
     -> every ``eval_every``: validation accuracy, keep the best iterate
     -> every ``checkpoint_every``: checkpoint (resume loses at most that many iterations)
+
+With data-parallel workers (``comm``), every worker runs this same loop on the same
+state: each computes the contributions of its share of the work items, one
+all-reduce sums them, and every worker applies the identical update. Rank 0 alone
+validates (the accuracy is broadcast, so all agree on the best iterate) and writes
+checkpoints.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from pdd_ray.distill.base import SyntheticState, combine
-from pdd_ray.errors import UserError
 from pdd_ray.distill.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
+from pdd_ray.errors import UserError
+from pdd_ray.parallel.comm import LocalComm, all_reduce_contribution, zero_contribution
 
 log = logging.getLogger(__name__)
 
@@ -65,29 +72,38 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
                   validate: Callable[[torch.Tensor, float | None], float], checkpoint_path: Path,
                   on_iteration: Callable[[int], None] | None = None, progress: bool = True,
                   desc: str = "stage", fingerprint: str = "",
-                  on_validation: Callable[[int, float], None] | None = None) -> StageOutcome:
+                  on_validation: Callable[[int, float], None] | None = None, comm: LocalComm | None = None,
+                  resume_from: Path | None = None,
+                  on_checkpoint: Callable[[int, Path], None] | None = None) -> StageOutcome:
     """Run (or resume) one stage and return its best iterate by validation accuracy.
 
     ``on_iteration(it)`` is called after every iteration, ``on_validation(it, accuracy)``
-    after every validation check (what a Tune scheduler watches).
+    after every validation check (what a Tune scheduler watches), ``on_checkpoint(it, path)``
+    on every worker after rank 0 wrote a checkpoint. ``resume_from`` (default
+    ``checkpoint_path``) is the checkpoint to continue from, if it exists.
     """
+    comm = comm or LocalComm()
     opt_img = torch.optim.SGD([state.images], lr=settings.lr_img, momentum=0.5)
     opt_lr = torch.optim.SGD([state.lr], lr=settings.lr_lr, momentum=0.5) if settings.lr_lr is not None else None
     generator = torch.Generator().manual_seed(settings.seed)
     loop = _Progress(state)
-    if checkpoint_path.is_file():
-        _restore(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
+    resume_from = checkpoint_path if resume_from is None else Path(resume_from)
+    if resume_from.is_file():
+        _restore(resume_from, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
     if loop.iteration == 0 and not loop.history:
-        _validate(state, validate, loop, 0, on_validation)
-    bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress)
+        _validate(state, validate, loop, 0, on_validation, comm)
+    bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress or comm.rank != 0)
     while loop.iteration < settings.iterations:
-        loss = _step(state, matcher, opt_img, opt_lr, generator, loop, settings)
+        loss = _step(state, matcher, opt_img, opt_lr, generator, loop, settings, comm)
         loop.iteration += 1
         it = loop.iteration
         if it % settings.eval_every == 0 or it == settings.iterations:
-            _validate(state, validate, loop, it, on_validation)
+            _validate(state, validate, loop, it, on_validation, comm)
         if it % settings.checkpoint_every == 0 or it == settings.iterations:
-            _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
+            if comm.rank == 0:
+                _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
+            if on_checkpoint is not None:
+                on_checkpoint(it, checkpoint_path)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", best_val=f"{loop.best[3]:.3f}",
                         lr=f"{_lr_value(state):.2e}" if state.lr is not None else "-")
@@ -102,9 +118,13 @@ def _lr_value(state) -> float | None:
     return None if state.lr is None else float(state.lr.detach())
 
 
-def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
-    items = matcher.plan(loop.iteration, generator)
-    total = combine(matcher.contribution(state, item) for item in items)
+def _step(state, matcher, opt_img, opt_lr, generator, loop, settings, comm) -> float:
+    items = matcher.plan(loop.iteration, generator)  # the same list on every worker (same generator state)
+    # A batch-sharding matcher splits inside each item, so every worker takes every item.
+    mine = items if getattr(matcher, "shards_batch", False) else comm.share(items)
+    local = combine(matcher.contribution(state, item) for item in mine) if mine \
+        else zero_contribution(state.images, state.lr)
+    total = all_reduce_contribution(local, comm)
     if not total.finite:
         # A NaN/inf step would poison the images for good: skip it, count it, say so.
         loop.skipped += 1
@@ -126,9 +146,11 @@ def _step(state, matcher, opt_img, opt_lr, generator, loop, settings) -> float:
     return total.loss
 
 
-def _validate(state, validate, loop, iteration: int, on_validation=None) -> None:
+def _validate(state, validate, loop, iteration: int, on_validation=None, comm=None) -> None:
     lr = _lr_value(state)
-    accuracy = validate(state.images.detach(), lr)
+    comm = comm or LocalComm()
+    # One worker trains the validation network; broadcasting its number keeps every worker's best identical.
+    accuracy = comm.broadcast_float(validate(state.images.detach(), lr) if comm.rank == 0 else None)
     loop.history.append({"iteration": iteration, "val_accuracy": accuracy, "lr": lr})
     if accuracy > loop.best[3]:
         loop.best = (state.images.detach().clone(), lr, iteration, accuracy)
@@ -150,11 +172,29 @@ def _save(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -
     save_checkpoint(path, tensors, meta)
 
 
-def _restore(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -> None:
-    tensors, meta = load_checkpoint(path)
+def check_resumable(path: Path, fingerprint: str) -> dict:
+    """The checkpoint's metadata, or a UserError when another config or other earlier stages wrote it."""
+    _, meta = load_checkpoint(path)
+    _check_fingerprint(path, meta, fingerprint)
+    return meta
+
+
+def _check_fingerprint(path, meta: dict, fingerprint: str) -> None:
     if meta.get("fingerprint") != fingerprint:
         raise UserError(f"checkpoint {path} was written by a different config or different earlier stages; "
                         "delete it (or use another out=) to restart this stage")
+
+
+def outcome_from_checkpoint(path: Path) -> StageOutcome:
+    """The stage outcome stored in a finished stage's last checkpoint (how parallel runs hand back results)."""
+    tensors, meta = load_checkpoint(path)
+    return StageOutcome(tensors["best_images"], meta["best_lr"], meta["best_iteration"], meta["best_val_accuracy"],
+                        meta["skipped"], meta["clamped"], meta["history"])
+
+
+def _restore(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -> None:
+    tensors, meta = load_checkpoint(path)
+    _check_fingerprint(path, meta, fingerprint)
     with torch.no_grad():
         state.images.copy_(tensors["images"])
         if state.lr is not None:
@@ -172,4 +212,4 @@ def _restore(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint
     log.info("resumed %s at iteration %d", path, loop.iteration)
 
 
-__all__ = ["StageSettings", "StageOutcome", "distill_stage"]
+__all__ = ["StageSettings", "StageOutcome", "distill_stage", "check_resumable", "outcome_from_checkpoint"]

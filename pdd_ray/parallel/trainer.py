@@ -1,0 +1,164 @@
+"""Distil one PDD stage on N data-parallel Ray Train workers (``parallel.workers > 1``).
+
+What an iteration means with N workers: every worker holds the same synthetic set,
+optimisers and RNG state, so all plan the same work items. With ``split: items``
+worker r computes items r, r+N, ... (MTT trajectories, gradient-matching classes);
+with ``split: batch`` every worker unrolls every trajectory on 1/N of each minibatch.
+One all-reduce sums the gradients of the images and the learned lr, and every worker
+applies the identical SGD step. So an iteration is the same iteration as in one
+process: the same items, the same total gradient, the same update (to float rounding),
+done in about 1/N of the time or memory. What is not split is replicated: the
+gradient-matching network's training on real data between iterations, and (on rank 0
+alone) the validation check.
+
+Checkpoints: rank 0 writes the stage checkpoint (``OUT/stages/stage_<i>.ckpt``, which
+a re-run resumes from) and reports a copy through ``ray.train.report``; when a worker
+dies, Ray Train restarts the group (``parallel.max_failures`` times) and every worker
+resumes from the last reported checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pdd_ray.distill.stage import StageOutcome, check_resumable, distill_stage, outcome_from_checkpoint
+from pdd_ray.errors import UserError
+from pdd_ray.provenance import atomic_write
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "stage.ckpt"
+
+
+def distill_stage_on_workers(config, finished: list, index: int, job, progress: bool = True) -> StageOutcome:
+    """Run stage ``index`` on a Ray Train worker group and return its outcome (also left in ``job.checkpoint_path``).
+
+    ``job`` is the driver's own ``StageJob`` for this stage: it supplies the fingerprint a
+    checkpoint must match, checked here before any worker starts.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pdd_ray.cluster import ray_session
+
+    config = absolute_paths(config)
+    checkpoint_path = Path(config.out) / "stages" / f"stage_{index + 1}.ckpt"
+    if checkpoint_path.is_file():
+        meta = check_resumable(checkpoint_path, job.fingerprint)
+        if meta["iteration"] >= config.stages.iterations:
+            return outcome_from_checkpoint(checkpoint_path)  # finished before the driver died
+    p = config.parallel
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"config": config, "finished": finished, "index": index, "progress": progress},
+        scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=_resources(p)),
+        run_config=RunConfig(name=f"stage_{index + 1}_{job.fingerprint[:12]}", storage_path=_storage_path(config),
+                             failure_config=FailureConfig(max_failures=p.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        torch_config=TorchConfig(backend=p.resolved_backend()))
+    with ray_session(config.address):
+        result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {index + 1}: the Ray Train run ended without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        # Rank 0 may have run on another node: the reported copy is the one the driver can always read.
+        source = Path(directory) / CHECKPOINT_FILE
+        if source.resolve() != checkpoint_path.resolve():
+            atomic_write(checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
+    return outcome_from_checkpoint(checkpoint_path)
+
+
+def absolute_paths(config):
+    """The config with ``out``, ``buffer`` and ``data.root`` absolute: workers do not share the driver's cwd."""
+    def absolute(path):
+        return path if path is None or "://" in str(path) else str(Path(path).resolve())
+    data = dataclasses.replace(config.data, root=absolute(config.data.root))
+    return dataclasses.replace(config, out=absolute(config.out), buffer=absolute(config.buffer), data=data)
+
+
+def _resources(p) -> dict:
+    resources = {"CPU": p.cpus_per_worker}
+    if p.use_gpu:
+        resources["GPU"] = p.gpus_per_worker
+    return resources
+
+
+def _storage_path(config) -> str:
+    return config.parallel.storage_path or str(Path(config.out) / "ray_train")
+
+
+# ---------------------------------------------------------------------------- on each worker
+
+
+def worker_loop(loop_config: dict) -> None:
+    """Body of every Ray Train worker: build the stage exactly as the driver would, then run it with a communicator."""
+    import ray.train
+    import ray.train.torch
+
+    from pdd_ray.data.bundle import create_dataset
+    from pdd_ray.distill.driver import prepare_stage
+    from pdd_ray.parallel.comm import TorchDistComm
+
+    config, finished, index = loop_config["config"], loop_config["finished"], loop_config["index"]
+    device = ray.train.torch.get_device() if config.parallel.use_gpu else torch.device("cpu")
+    torch.set_num_threads(max(1, int(config.parallel.cpus_per_worker)))
+    comm = TorchDistComm(device)
+    data = create_dataset(config.data)
+    job = prepare_stage(config, data, finished, index, device, comm)
+    with tempfile.TemporaryDirectory(prefix="pdd-ray-resume-") as scratch:
+        resume_from = _resume_file(Path(scratch)) or job.checkpoint_path
+        distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
+                      on_iteration=_fault_injection(config, index, comm), progress=False,
+                      desc=f"stage {index + 1}", fingerprint=job.fingerprint, comm=comm, resume_from=resume_from,
+                      on_checkpoint=_reporter(comm, config, index))
+
+
+def _resume_file(scratch: Path) -> Path | None:
+    """Ray Train's last reported checkpoint (after a worker-group restart), copied locally; None on a first start."""
+    import ray.train
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        target = scratch / CHECKPOINT_FILE
+        shutil.copyfile(Path(directory) / CHECKPOINT_FILE, target)
+    log.info("resuming from Ray Train checkpoint %s", checkpoint.path)
+    return target
+
+
+def _reporter(comm, config, index: int):
+    """``on_checkpoint`` hook: rank 0 reports a copy of its checkpoint, the others report metrics only."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    def report(iteration: int, path: Path) -> None:
+        metrics = {"stage": index + 1, "iteration": iteration, "comm_seconds": comm.seconds}
+        if comm.rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory(prefix="pdd-ray-ckpt-") as directory:
+            shutil.copyfile(path, Path(directory) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+        log.warning("stage %d/%d: iteration %d/%d checkpointed", index + 1, config.stages.num_stages, iteration,
+                    config.stages.iterations)
+    return report
+
+
+def _fault_injection(config, index: int, comm):
+    """Tests only: with PDD_RAY_FAIL_ONCE_DIR set, the last worker dies once just after the first checkpoint."""
+    from pdd_ray.experts.buffer import _maybe_fail_once
+
+    fail_at = config.stages.checkpoint_every + 1
+
+    def hook(iteration: int) -> None:
+        if iteration == fail_at and comm.rank == comm.world_size - 1:
+            _maybe_fail_once(str(Path(config.out) / f"parallel_stage_{index + 1}"), comm.rank)
+    return hook
+
+
+__all__ = ["distill_stage_on_workers", "worker_loop", "absolute_paths"]
