@@ -224,7 +224,7 @@ def build_matcher(config: DistillConfig, data: DataBundle, earlier: list, index:
     transition = earlier and config.stages.transitions  # IDC's transition: the net first learns the earlier sets
     return GradientMatcher(config.gm_config(), real, make_model, augment, device,
                            warmup=_warmup(config, earlier, augment) if transition else None,
-                           seed=config.seed * 1000 + index)
+                           seed=config.seed * 1000 + index, comm=comm)
 
 
 def _warmup(config: DistillConfig, earlier: list, augment):

@@ -40,6 +40,7 @@ from pdd_ray.data.splits import LabeledImages
 from pdd_ray.distill.base import Contribution, SyntheticState
 from pdd_ray.distill.formation import decode
 from pdd_ray.errors import UserError
+from pdd_ray.parallel.comm import has_batch_norm, shard_rows
 from pdd_ray.train.loop import make_sgd
 
 DISTANCES = ("dc", "mse", "l1")
@@ -151,6 +152,14 @@ def matched_parameters(net: nn.Module, layers: str) -> list[nn.Parameter]:
     return params
 
 
+def _all_reduce_grads(net: nn.Module, comm) -> None:
+    """Sum every parameter's gradient over the workers, in one flat message."""
+    params = [p for p in net.parameters() if p.grad is not None]
+    flat = comm.all_reduce_(torch.cat([p.grad.reshape(-1) for p in params]))
+    for p, g in zip(params, torch.split(flat, [p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p.grad))
+
+
 # ---------------------------------------------------------------------------- the matcher
 
 
@@ -167,7 +176,7 @@ class GradientMatcher:
 
     def __init__(self, config: GMConfig, real: LabeledImages, make_model: Callable[[], nn.Module], augment=None,
                  device: torch.device | str = torch.device("cpu"),
-                 warmup: Callable[[nn.Module], None] | None = None, seed: int = 0):
+                 warmup: Callable[[nn.Module], None] | None = None, seed: int = 0, comm=None):
         config.validate()
         if augment is not None and not hasattr(augment, "siamese"):
             raise TypeError("augment must provide siamese(*batches, generator=...) (e.g. pdd_ray.augment.DSA)")
@@ -178,6 +187,7 @@ class GradientMatcher:
         self.device = torch.device(device)
         self.warmup = warmup
         self.seed = int(seed)
+        self.comm = comm  # data-parallel workers also split the network's real-data batches (see _train_on_real)
         self._net: nn.Module | None = None
         self._opt: torch.optim.Optimizer | None = None
         self._since_reset = 0  # after_iteration calls since the current network was made
@@ -288,16 +298,22 @@ class GradientMatcher:
             return
         generator = torch.Generator().manual_seed(seed)
         dtype = next(net.parameters()).dtype
+        # Replicated (every worker the whole batch) when alone or when batch norm makes slices inexact.
+        comm = self.comm if self.comm is not None and self.comm.world_size > 1 and not has_batch_norm(net) else None
         net.train()
         for _ in range(cfg.net_updates):
             idx = torch.randperm(len(self.real), generator=generator)[: cfg.net_batch]
             x = self.real.images[idx.to(self.real.images.device)].to(self.device, dtype)
             y = self.real.labels[idx.to(self.real.labels.device)].to(self.device)
             if self.augment is not None:
-                x = self.augment(x, generator=generator)
-            loss = F.cross_entropy(net(x), y)
+                x = self.augment(x, generator=generator)  # the whole batch: each worker slices the same draw
+            rows = shard_rows(len(x), comm)
+            # Sum over my rows / batch size: the workers' gradients add up to the full batch mean's.
+            loss = F.cross_entropy(net(x[rows]), y[rows], reduction="sum") / len(x)
             self._opt.zero_grad(set_to_none=True)
             loss.backward()
+            if comm is not None:
+                _all_reduce_grads(net, comm)
             self._opt.step()
         self._opt.zero_grad(set_to_none=True)
 

@@ -38,6 +38,7 @@ from pdd_ray.augment.dsa import DSA
 from pdd_ray.distill.base import Contribution, SyntheticState
 from pdd_ray.errors import UserError
 from pdd_ray.models.functional import FlatForward
+from pdd_ray.parallel.comm import has_batch_norm, shard_rows
 from pdd_ray.trajectories.store import TrajectoryStore
 
 # A student step's update: (k, θ_k, live images, lr, create_graph) -> Δ_k, and θ_{k+1} = θ_k − Δ_k.
@@ -169,7 +170,7 @@ def _check_shardable(config: MTTConfig, forward: FlatForward) -> None:
     """Batch sharding is exact only per-sample networks and the memory-saving unroll."""
     if not config.memory_saving:
         raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in forward.module.modules()):
+    if has_batch_norm(forward.module):
         raise UserError("parallel.split=batch needs a network without batch norm (its statistics span the batch); "
                         "use model.norm=instancenorm or parallel.split=items")
 
@@ -259,10 +260,7 @@ class MTTMatcher:
 
     def _my_rows(self, batch: int) -> slice:
         """This worker's contiguous slice of a minibatch (all of it without batch sharding)."""
-        if not self.shards_batch:
-            return slice(0, batch)
-        bounds = torch.linspace(0, batch, self.comm.world_size + 1).round().long().tolist()
-        return slice(bounds[self.comm.rank], bounds[self.comm.rank + 1])
+        return shard_rows(batch, self.comm if self.shards_batch else None)
 
     def _reduce(self, vector: torch.Tensor) -> torch.Tensor:
         return self.comm.all_reduce_(vector.detach().clone())

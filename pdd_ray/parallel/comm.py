@@ -76,6 +76,19 @@ class TorchDistComm(LocalComm):
         return float(holder.item())
 
 
+def shard_rows(batch: int, comm: LocalComm | None) -> slice:
+    """This worker's contiguous slice of a batch of ``batch`` rows (all of it in a world of one)."""
+    if comm is None or comm.world_size == 1:
+        return slice(0, batch)
+    bounds = torch.linspace(0, batch, comm.world_size + 1).round().long().tolist()
+    return slice(bounds[comm.rank], bounds[comm.rank + 1])
+
+
+def has_batch_norm(module: torch.nn.Module) -> bool:
+    """Batch-norm statistics span the batch, so a sharded batch would change the numbers."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 def zero_contribution(images: torch.Tensor, lr: torch.Tensor | None) -> Contribution:
     """What a worker with no work item this iteration adds to the sum."""
     return Contribution(0.0, torch.zeros_like(images.detach()), None if lr is None else torch.zeros_like(lr.detach()))
@@ -101,4 +114,4 @@ def all_reduce_contribution(local: Contribution, comm: LocalComm) -> Contributio
     return Contribution(float(flat[0]), grad_images, grad_lr)
 
 
-__all__ = ["LocalComm", "TorchDistComm", "zero_contribution", "all_reduce_contribution"]
+__all__ = ["LocalComm", "TorchDistComm", "shard_rows", "has_batch_norm", "zero_contribution", "all_reduce_contribution"]

@@ -57,9 +57,13 @@ def _entry(rank, world_size, init, backend, threads, fn, args, channel) -> None:
 
     torch.set_num_threads(threads)
     try:
+        device = torch.device("cpu")
+        if backend == "nccl":  # one GPU per rank, as Ray Train gives each worker
+            device = torch.device("cuda", rank)
+            torch.cuda.set_device(device)
         dist.init_process_group(backend, init_method=init, rank=rank, world_size=world_size)
         try:
-            result = fn(TorchDistComm(), *args)
+            result = fn(TorchDistComm(device), *args)
         finally:
             dist.destroy_process_group()
         channel.put((rank, True, _to_cpu(result)))

@@ -51,6 +51,7 @@ def mtt_case(comm, store_dir: str, split: str, trajectories: int, checkpoint: st
 def gm_case(comm, checkpoint: str) -> dict:
     """A tiny IDC-style gradient-matching stage: the 3 classes are dealt over the workers."""
     matcher = gm_helpers.matcher(factor=2, distance="mse", layers="conv")
+    matcher.comm = comm  # the real-data training of the matching network is split too
     return _run(comm, matcher, gm_helpers.tiny_state(ipc=2, frozen_ipc=1), Path(checkpoint))
 
 
