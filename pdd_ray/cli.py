@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         for flag in RUN_FLAGS:
             p.add_argument("--" + flag.replace("_", "-"), dest=flag)
 
+    p = sub.add_parser("sweep", help="sweep PDD settings with Ray Tune (grid / sampled, ASHA); re-run to resume",
+                       description="pdd-ray sweep --config SWEEP.yaml [--address ADDR] [key=value ...] | "
+                                   "pdd-ray sweep --report SWEEP_OUT")
+    p.add_argument("--config", help="YAML config (SweepConfig), e.g. tune_configs/sweep_stages_x_ipc_fashion_mnist.yaml")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--report", metavar="SWEEP_OUT", help="only rebuild the table, results and heatmap of a sweep dir")
+
     p = sub.add_parser("export", help="export a synthetic set for other tools")
     p.add_argument("directory")
     p.add_argument("--to", choices=["parquet"], default="parquet")
@@ -163,6 +170,33 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from pdd_ray.sweep import load_sweep_config, report_sweep, run_sweep
+    if args.report:
+        if args.config or args.overrides:
+            raise UserError("--report SWEEP_OUT takes no --config or key=value")
+        summary = report_sweep(args.report)
+    else:
+        overrides = ([f"address={args.address}"] if args.address else []) + list(args.overrides)
+        summary = run_sweep(load_sweep_config(args.config, overrides))
+    print_sweep_summary(summary)
+    return 1 if any(r.get("status") == "error" for r in summary["rows"]) else 0
+
+
+def print_sweep_summary(summary: dict) -> None:
+    """The results table, the best trial by validation accuracy, and where the files are."""
+    from pdd_ray.sweep.report import format_table
+    rows, best = summary["rows"], summary["best"]
+    print(format_table(rows, summary["mode"]) if rows else "no trial has started yet")
+    for row in rows:
+        if row.get("status") == "error":
+            print(f"trial {row['trial']} failed: {row.get('error')}")
+    if best is not None:
+        test = f", test {100 * best['test_accuracy']:.2f}%" if best.get("test_accuracy") is not None else ""
+        print(f"best by validation: {best['trial']} (val {100 * best['val_accuracy']:.2f}%{test})")
+    print("results: " + ", ".join(summary["paths"].values()))
+
+
 def cmd_export(args) -> int:
     from pdd_ray.export import export_parquet
     print(f"wrote {export_parquet(args.directory, args.out)}")
@@ -182,7 +216,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "experts": cmd_experts, "run": cmd_run,
-            "distill": cmd_run, "export": cmd_export, "data": cmd_data}
+            "distill": cmd_run, "sweep": cmd_sweep, "export": cmd_export, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may sit anywhere on the line; anything else unknown is a typo.
     args.overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate", "experts", "run", "distill")]
+    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate", "experts", "run", "distill", "sweep")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

@@ -1,11 +1,30 @@
-"""Connecting to Ray: an existing cluster (``--address`` / ``RAY_ADDRESS``) or a local one started on demand."""
+"""Connecting to Ray: an existing cluster (``--address`` / ``RAY_ADDRESS``) or a local one started on demand.
+
+Addresses: ``host:port`` (the head's GCS port, 6379 unless changed),
+``ray://host:port`` (Ray Client, 10001), ``auto`` (the cluster ``ray start``
+last started on this machine) and ``local`` (always start a local Ray). An
+``http://`` address is the dashboard, which only ``ray job submit`` uses.
+
+Before ``ray.init`` the address gets a TCP check with a short timeout,
+because ``ray.init`` itself keeps retrying an unreachable head for minutes.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from pdd_ray.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+# More than gRPC's 24-byte connection preface, so a GCS rejects it at once instead of waiting for more.
+_HTTP_PROBE = b"HEAD / HTTP/1.0\r\nHost: pdd-ray\r\n\r\n"
 
 
 @contextmanager
@@ -16,15 +35,128 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     if ray.is_initialized():
         yield
         return
-    address = address or os.environ.get("RAY_ADDRESS")
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    except ConnectionError as exc:
-        raise UserError(f"cannot connect to the Ray cluster at '{address}': {exc}") from None
+    address = resolve_address(address)
+    if address is not None:
+        checked = check_reachable(address)
+        context = _init(ray, address=address, log_to_driver=True)
+        _announce(f"joined the Ray cluster at {checked}: {describe_cluster(context)}")
+    else:
+        context = _init(ray, num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        _announce(f"started a local Ray: {describe_cluster(context)}")
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def resolve_address(address: str | None = None) -> str | None:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS``; None (or ``local``) means start a local Ray."""
+    address = (address or os.environ.get("RAY_ADDRESS") or "").strip()
+    return None if address in ("", "local") else address
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """Fail fast with a UserError unless ``address`` accepts a TCP connection; returns the host:port checked."""
+    if address == "auto":
+        address = _auto_address()
+        if address == "auto":  # Ray's lookup is unavailable: ray.init searches itself
+            return address
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            http = _speaks_http(sock, timeout)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot reach the Ray cluster at '{address}' ({reason}, waited at most {timeout:g}s): "
+                        "is the head running, and is this its GCS port (6379 unless changed)?") from None
+    if http:
+        raise UserError(f"'{address}' answers HTTP, so it is not Ray's GCS or client port (a dashboard, which "
+                        f"is for 'ray job submit', or a proxy?); use {host}:6379 or ray://{host}:10001")
+    return f"{host}:{port}"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """Split host:port or ray://host:port into (host, port), refusing other forms."""
+    scheme = address.split("://", 1)[0].lower() if "://" in address else ""
+    if scheme in ("http", "https"):
+        raise UserError(f"'{address}' is a dashboard (job submission) address: submit with "
+                        f"'ray job submit --address {address} -- pdd-ray ...', or give --address / "
+                        "RAY_ADDRESS the head's GCS address host:6379")
+    if scheme not in ("", "ray"):
+        raise UserError(f"Ray address '{address}': expected host:port, ray://host:port, auto or local")
+    parts = urlsplit(address if scheme else f"//{address}")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if not parts.hostname or port is None:
+        raise UserError(f"Ray address '{address}' needs host:port (the head's GCS port, 6379 unless changed)")
+    return parts.hostname, port
+
+
+def _auto_address() -> str:
+    """The GCS address that ``auto`` stands for, found the way ``ray.init`` finds it (``auto`` if unknown)."""
+    try:  # a private Ray function: if it moves, skip the check and let ray.init search
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+    except ImportError:
+        return "auto"
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError as exc:
+        raise UserError(f"Ray address 'auto': {_first_line(exc)}") from None
+
+
+def _speaks_http(sock: socket.socket, timeout: float) -> bool:
+    """True when the server answers an HTTP/1 request (a dashboard), False for gRPC (GCS, Ray Client)."""
+    sock.settimeout(min(timeout, 2.0))
+    try:
+        sock.sendall(_HTTP_PROBE)
+        return sock.recv(5) == b"HTTP/"
+    except OSError:  # reset or silence: not an HTTP server
+        return False
+
+
+def _init(ray, **kwargs):
+    """``ray.init`` with connection, token and version problems turned into one-line UserErrors."""
+    where = kwargs.get("address") or "a local Ray"
+    try:
+        return ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise UserError(f"cannot connect to the Ray cluster at '{where}': {_first_line(exc)}") from None
+    except ray.exceptions.AuthenticationError as exc:
+        raise UserError(f"Ray at '{where}' refused the connection ({_first_line(exc)}): set RAY_AUTH_TOKEN "
+                        "(see 'ray get-auth-token') or RAY_AUTH_MODE to match the cluster") from None
+    except RuntimeError as exc:
+        if "version mismatch" not in str(exc).lower():
+            raise
+        raise UserError(f"Ray at '{where}': {_first_line(exc)}") from None
+
+
+def describe_cluster(context=None) -> str:
+    """One line on the connected cluster: alive nodes, CPUs, GPUs, and the dashboard when ``context`` has it."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    resources = ray.cluster_resources()
+    dashboard = getattr(context, "dashboard_url", None)  # ray.init's RayContext; Ray Client has none
+    return format_cluster(nodes, resources.get("CPU", 0), resources.get("GPU", 0), dashboard)
+
+
+def format_cluster(nodes: int, cpus: float, gpus: float, dashboard: str | None = None) -> str:
+    """'2 node(s), 16 CPU, 4 GPU, dashboard http://...' (the dashboard part only when known)."""
+    text = f"{nodes} node(s), {cpus:g} CPU, {gpus:g} GPU"
+    if dashboard:
+        text += f", dashboard {dashboard if '://' in dashboard else 'http://' + dashboard}"
+    return text
+
+
+def _announce(message: str) -> None:
+    """Log ``message`` at INFO; print it to stderr instead when nothing would show it (the CLI)."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(message)
+    else:
+        print(f"pdd-ray: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

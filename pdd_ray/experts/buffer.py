@@ -9,9 +9,10 @@ again trains only the missing ones.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +23,9 @@ from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, check_device,
 from pdd_ray.errors import UserError
 from pdd_ray.experts.train import ExpertRecipe, train_expert
 from pdd_ray.selection.forgetting import save_scores
+from pdd_ray.storage import is_uri, prepare_output_dir, upload_directory
+
+log = logging.getLogger(__name__)
 
 # Worth another attempt (crashes, OOM, injected faults); a UserError would fail again the same way.
 RETRIED = [RuntimeError, OSError, MemoryError]
@@ -93,7 +97,34 @@ def _expert_task(expert_id, config, num_classes, train, test, transition, progre
 
 
 def build_buffer(config: ExpertsConfig, progress: bool = True) -> dict:
-    """Train the missing experts of ``config.out`` in parallel and return a summary."""
+    """Train the missing experts of ``config.out`` in parallel and return a summary.
+
+    ``out`` may be a URI (s3://, gs://, hdfs://, file://): the buffer is then
+    built in a local mirror that first downloads what the URI already holds
+    (so a rerun resumes), and is uploaded after each finished expert and once
+    more at the end. The summary's ``out`` is then the local mirror, ``uri`` the URI.
+    """
+    if is_uri(config.out):
+        return _build_at_uri(config, progress)
+    return _build(config, progress)
+
+
+def _build_at_uri(config: ExpertsConfig, progress: bool) -> dict:
+    """Build in the local mirror of the URI ``config.out``; upload after each expert and at the end."""
+    local = prepare_output_dir(config.out)
+
+    def upload_after_expert() -> None:
+        try:
+            upload_directory(local, config.out)
+        except (OSError, UserError) as exc:  # keep training; the final upload below retries and fails loudly
+            log.warning("uploading to %s failed (retried later): %s", config.out, exc)
+
+    summary = _build(replace(config, out=str(local)), progress, after_save=upload_after_expert)
+    upload_directory(local, config.out)  # the manifest of a fresh store, forgetting scores, anything missed
+    return {**summary, "uri": config.out}
+
+
+def _build(config: ExpertsConfig, progress: bool, after_save=None) -> dict:
     from pdd_ray.cluster import ray_session
     from pdd_ray.data.bundle import create_dataset
     from pdd_ray.trajectories import TrajectoryStore
@@ -109,12 +140,12 @@ def build_buffer(config: ExpertsConfig, progress: bool = True) -> dict:
     todo = store.missing(config.num_experts)
     if todo:
         with ray_session(config.address):
-            _run_tasks(config, store, data, transition, todo, progress)
+            _run_tasks(config, store, data, transition, todo, progress, after_save)
     _aggregate_forgetting(config, store, data)
     return {"out": config.out, "trained": len(todo), "complete": len(store.completed())}
 
 
-def _run_tasks(config, store, data, transition, todo, show_progress) -> None:
+def _run_tasks(config, store, data, transition, todo, show_progress, after_save=None) -> None:
     import ray
 
     _check_cluster_gpus(config)
@@ -142,6 +173,8 @@ def _run_tasks(config, store, data, transition, todo, show_progress) -> None:
                 failures.append(str(exc).splitlines()[0])
                 continue
             _save_expert(config, store, expert_id, result)
+            if after_save is not None:
+                after_save()
             done += 1
             bar.set_description(f"experts {done}/{len(todo)}")
     bar.close()
