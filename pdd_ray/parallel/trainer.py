@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -62,6 +63,8 @@ def distill_stage_on_workers(config, finished: list, index: int, job, progress: 
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         torch_config=TorchConfig(backend=p.resolved_backend()))
     with ray_session(config.address):
+        import ray
+        check_capacity(p, ray.cluster_resources(), remote=bool(config.address or os.environ.get("RAY_ADDRESS")))
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"stage {index + 1}: the Ray Train run ended without a checkpoint")
@@ -79,6 +82,22 @@ def absolute_paths(config):
         return path if path is None or "://" in str(path) else str(Path(path).resolve())
     data = dataclasses.replace(config.data, root=absolute(config.data.root))
     return dataclasses.replace(config, out=absolute(config.out), buffer=absolute(config.buffer), data=data)
+
+
+def check_capacity(p, cluster: dict, remote: bool) -> None:
+    """Fail fast when the worker group can never be placed (Ray Train would wait forever).
+
+    A remote cluster may autoscale, so there it is a warning; a local Ray cannot grow.
+    """
+    need = _resources(p)
+    short = {k: (v * p.workers, cluster.get(k, 0.0)) for k, v in need.items() if v * p.workers > cluster.get(k, 0.0)}
+    if not short:
+        return
+    what = ", ".join(f"{need:g} {kind} (the cluster has {have:g})" for kind, (need, have) in short.items())
+    message = f"parallel.workers={p.workers} needs {what}"
+    if not remote:
+        raise UserError(f"{message}: lower parallel.workers or parallel.cpus_per_worker/gpus_per_worker")
+    log.warning("%s; waiting for the cluster to scale up", message)
 
 
 def _resources(p) -> dict:

@@ -59,3 +59,14 @@ def test_parallel_config_is_checked_before_compute(tiny_fashion_root):
         load_config(DistillConfig, None, [*base, "parallel.workers=0"])
     with pytest.raises(UserError, match="nccl"):
         load_config(DistillConfig, None, [*base, "parallel.backend=nccl"])
+
+
+def test_a_worker_group_that_cannot_fit_fails_fast_locally_and_waits_on_a_remote_cluster():
+    from pdd_ray.parallel import ParallelConfig
+    from pdd_ray.parallel.trainer import check_capacity
+    check_capacity(ParallelConfig(workers=2), {"CPU": 2.0}, remote=False)  # fits: no error
+    with pytest.raises(UserError, match="needs 3 CPU"):
+        check_capacity(ParallelConfig(workers=3), {"CPU": 2.0}, remote=False)
+    with pytest.raises(UserError, match="GPU"):
+        check_capacity(ParallelConfig(workers=2, use_gpu=True, gpus_per_worker=0.5), {"CPU": 8.0}, remote=False)
+    check_capacity(ParallelConfig(workers=3), {"CPU": 2.0}, remote=True)  # an autoscaler may add nodes
