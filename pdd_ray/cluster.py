@@ -2,8 +2,10 @@
 
 Addresses: ``host:port`` (the head's GCS port, 6379 unless changed),
 ``ray://host:port`` (Ray Client, 10001), ``auto`` (the cluster ``ray start``
-last started on this machine) and ``local`` (always start a local Ray). An
-``http://`` address is the dashboard, which only ``ray job submit`` uses.
+last started on this machine). Without an address (or with ``local``) a new
+local Ray starts, even on a machine where ``ray start`` ran: joining a
+cluster is always asked for. An ``http://`` address is the dashboard, which
+only ``ray job submit`` uses (a submitted job gets ``RAY_ADDRESS`` from Ray).
 
 Before ``ray.init`` the address gets a TCP check with a short timeout,
 because ``ray.init`` itself keeps retrying an unreachable head for minutes.
@@ -29,7 +31,11 @@ _HTTP_PROBE = b"HEAD / HTTP/1.0\r\nHost: pdd-ray\r\n\r\n"
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None):
-    """Yield with Ray initialised; shut down only a local Ray that this call started."""
+    """Yield with Ray initialised (joined cluster or new local Ray, said on stderr/log); undo it on exit.
+
+    On exit a joined cluster is only disconnected from; a local Ray this call
+    started is stopped. If Ray is already initialised, it is used as is.
+    """
     import ray
 
     if ray.is_initialized():
@@ -41,7 +47,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         context = _init(ray, address=address, log_to_driver=True)
         _announce(f"joined the Ray cluster at {checked}: {describe_cluster(context)}")
     else:
-        context = _init(ray, num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        # "local": a fresh Ray even where `ray start` ran (ray.init() would quietly join that cluster)
+        context = _init(ray, address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
         _announce(f"started a local Ray: {describe_cluster(context)}")
     try:
         yield
@@ -118,12 +125,13 @@ def _speaks_http(sock: socket.socket, timeout: float) -> bool:
 
 def _init(ray, **kwargs):
     """``ray.init`` with connection, token and version problems turned into one-line UserErrors."""
-    where = kwargs.get("address") or "a local Ray"
+    where = "a local Ray" if kwargs["address"] == "local" else kwargs["address"]
+    auth_error = getattr(ray.exceptions, "AuthenticationError", ())  # Ray >= 2.52 only
     try:
         return ray.init(**kwargs)
     except ConnectionError as exc:
         raise UserError(f"cannot connect to the Ray cluster at '{where}': {_first_line(exc)}") from None
-    except ray.exceptions.AuthenticationError as exc:
+    except auth_error as exc:
         raise UserError(f"Ray at '{where}' refused the connection ({_first_line(exc)}): set RAY_AUTH_TOKEN "
                         "(see 'ray get-auth-token') or RAY_AUTH_MODE to match the cluster") from None
     except RuntimeError as exc:

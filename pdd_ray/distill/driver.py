@@ -29,6 +29,7 @@ from pdd_ray.distill.stage import StageSettings, distill_stage
 from pdd_ray.errors import UserError
 from pdd_ray.evaluation import evaluate_synthetic
 from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.storage import resolve_input_dir
 from pdd_ray.visualize import save_image_grid
 
 
@@ -174,7 +175,7 @@ def _allowed(config: DistillConfig, data: DataBundle, index: int) -> torch.Tenso
     if not config.stages.forgetting_curriculum or index == 0:
         return None
     from pdd_ray.selection.forgetting import load_scores
-    path = Path(config.buffer or Path(config.out) / "experts" / "stage_1") / "forgetting.safetensors"
+    path = expert_dir(config, 0) / "forgetting.safetensors"
     if not path.is_file():
         raise UserError(f"forgetting_curriculum needs {path}: build the stage-1 experts with track_forgetting=true")
     scores, disk_indices = load_scores(path)
@@ -250,7 +251,8 @@ def ensure_experts(config: DistillConfig, index: int, progress: bool) -> None:
 def expert_dir(config: DistillConfig, index: int) -> Path:
     """The expert buffer stage ``index`` matches against."""
     if index == 0 or not config.stages.transitions:
-        return Path(config.buffer) if config.buffer else Path(config.out) / "experts" / "stage_1"
+        # A URI buffer (s3://, gs://, ...) is mirrored into the local cache once; later calls fetch nothing new.
+        return resolve_input_dir(config.buffer) if config.buffer else Path(config.out) / "experts" / "stage_1"
     return Path(config.out) / "experts" / f"stage_{index + 1}"
 
 

@@ -120,3 +120,11 @@ def test_bad_run_configs_fail_before_compute():
     for overrides, fragment in cases:
         with pytest.raises(UserError, match=fragment):
             load_config(DistillConfig, None, overrides)
+
+
+def test_a_buffer_uri_is_resolved_through_the_storage_layer(tmp_path, tiny_fashion_root):
+    from pdd_ray.distill.driver import expert_dir
+    (tmp_path / "buffer").mkdir()
+    config = _config(tiny_fashion_root, tmp_path / "run", "method=mtt", f"buffer=file://{tmp_path / 'buffer'}")
+    assert expert_dir(config, 0) == tmp_path / "buffer"  # file:// is read in place, s3:// etc. mirrored
+    assert expert_dir(config, 1) == tmp_path / "run" / "experts" / "stage_2"
