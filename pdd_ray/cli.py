@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="sweep PDD settings with Ray Tune (grid / sampled, ASHA); re-run to resume",
                        description="pdd-ray sweep --config SWEEP.yaml [--address ADDR] [key=value ...] | "
                                    "pdd-ray sweep --report SWEEP_OUT")
-    p.add_argument("--config", help="YAML config (SweepConfig), e.g. tune_configs/sweep_stages_x_ipc_fashion_mnist.yaml")
+    p.add_argument("--config",
+                   help="YAML config (SweepConfig), e.g. tune_configs/sweep_stages_x_ipc_fashion_mnist.yaml")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--report", metavar="SWEEP_OUT", help="only rebuild the table, results and heatmap of a sweep dir")
 
@@ -177,10 +178,15 @@ def cmd_sweep(args) -> int:
             raise UserError("--report SWEEP_OUT takes no --config or key=value")
         summary = report_sweep(args.report)
     else:
-        overrides = ([f"address={args.address}"] if args.address else []) + list(args.overrides)
-        summary = run_sweep(load_sweep_config(args.config, overrides))
+        config = load_sweep_config(args.config, args.overrides)
+        config.address = args.address or config.address
+        summary = run_sweep(config)
     print_sweep_summary(summary)
-    return 1 if any(r.get("status") == "error" for r in summary["rows"]) else 0
+    unfinished = [r for r in summary["rows"] if r.get("status") in ("error", "incomplete")]
+    if unfinished and not args.report:
+        print(f"{len(unfinished)} trial(s) failed or unfinished: fix the cause, if any, and run the same command "
+              "again to resume (finished trials are kept)")
+    return 1 if unfinished and not args.report else 0
 
 
 def print_sweep_summary(summary: dict) -> None:

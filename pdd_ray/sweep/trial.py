@@ -1,0 +1,125 @@
+"""One Tune trial: a PDD run in its own directory, reported to Tune as it validates and when it ends.
+
+    WORK/trials/<name>/sweep_trial.json    the trial's parameters (written when it starts)
+    WORK/trials/<name>/sweep_result.json   its final numbers (written last; a restarted trial reuses them)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+from pdd_ray.distill.config import DistillConfig
+from pdd_ray.evaluation import EvalResult, evaluate_synthetic
+from pdd_ray.provenance import now, write_json
+from pdd_ray.sweep.plan import SweepPlan
+from pdd_ray.sweep.space import StepCounter, trial_name
+
+TRIAL_FILE = "sweep_trial.json"
+RESULT_FILE = "sweep_result.json"
+
+
+def run_trial(params: dict, plan: SweepPlan) -> None:
+    """Tune function trainable: distil (resuming the trial's run directory), score, report."""
+    import torch
+    from ray import tune
+
+    # Tune gives each trial cpus_per_trial cores; more torch threads would only fight over them.
+    torch.set_num_threads(max(1, int(plan.config.cpus_per_trial)))
+    config = plan.trial_config(params)
+    run_dir = Path(config.out)
+    with _exclusive(run_dir / ".sweep.lock"):  # identical sampled points share one run directory
+        result = stored_result(run_dir, params)
+        if result is None:
+            write_json(run_dir / TRIAL_FILE, {**trial_record(params, config), "started": now()})
+            result = distil_and_score(config, params, tune.report)
+    tune.report(final_report(result, config))
+
+
+def trial_record(params: dict, config: DistillConfig) -> dict:
+    """What identifies a trial in the results table, known before it runs."""
+    return {"trial": trial_name(params), "params": params, "method": config.method,
+            "num_stages": config.stages.num_stages, "ipc": config.stages.ipc,
+            "total_ipc": config.stages.num_stages * config.stages.ipc}
+
+
+def stored_result(run_dir: Path, params: dict) -> dict | None:
+    """The finished result of this trial's run directory, or None (absent, or written for other params)."""
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("params") == json.loads(json.dumps(params)) else None
+
+
+def distil_and_score(config: DistillConfig, params: dict, report) -> dict:
+    """Run PDD with intermediate reports, score the final set on the validation split, store the result."""
+    from pdd_ray.jobs.run import run_pdd
+
+    steps = StepCounter(config.stages.iterations, config.stages.eval_every)
+
+    def on_validation(stage: int, iteration: int, accuracy: float) -> None:
+        report({"val_accuracy": accuracy, "step": steps.at(stage, iteration), "stage": stage + 1,
+                "iteration": iteration})
+
+    summary = run_pdd(config, progress=False, on_validation=on_validation)
+    val = validation_accuracy(config)
+    metrics = summary.get("metrics") or {}
+    pdd = metrics.get("pdd") or {}
+    result = {**trial_record(params, config), "val_accuracy": val.mean, "val_std": val.std,
+              "test_accuracy": pdd.get("mean"), "test_std": pdd.get("std"),
+              "random_real_test_accuracy": (metrics.get("random_real") or {}).get("mean"),
+              "protocol": protocol_text(config), "finished": now()}
+    write_json(Path(config.out) / RESULT_FILE, result)
+    return result
+
+
+def final_report(result: dict, config: DistillConfig) -> dict:
+    """The last Tune report: the selection metric (validation) and the reported test accuracy."""
+    steps = StepCounter(config.stages.iterations, config.stages.eval_every)
+    out = {"val_accuracy": result["val_accuracy"], "step": steps.final(config.stages.num_stages), "final": 1,
+           "num_stages": result["num_stages"], "ipc": result["ipc"], "total_ipc": result["total_ipc"]}
+    if result.get("test_accuracy") is not None:
+        out["test_accuracy"] = result["test_accuracy"]
+    return out
+
+
+def validation_accuracy(config: DistillConfig) -> EvalResult:
+    """The final synthetic set on the validation split, with the protocol of the test evaluation."""
+    from pdd_ray import synset as synset_io
+    from pdd_ray.data.bundle import create_dataset
+    from pdd_ray.distill.driver import synthetic_dir
+    from pdd_ray.jobs.common import make_augment, model_factory
+    from pdd_ray.train.loop import resolve_device
+
+    data = create_dataset(config.data)
+    synset = synset_io.load(synthetic_dir(config))
+    ev = config.eval
+    make_model = model_factory(config.model, data.image_shape, data.num_classes, resolve_device(config.device))
+    return evaluate_synthetic(synset.stages, (data.val.images, data.val.labels), make_model, mode=ev.mode,
+                              runs=ev.runs, epochs=ev.epochs, lr=ev.lr, batch_size=ev.batch_size,
+                              momentum=ev.momentum, weight_decay=ev.weight_decay,
+                              augment=make_augment(config.augment), seed=ev.seed, progress=False)
+
+
+def protocol_text(config: DistillConfig) -> str:
+    """The evaluation protocol in words, as results.json records it."""
+    ev = config.eval
+    lr = f"lr {ev.lr}" if ev.lr is not None else "lr = learned per stage"
+    return (f"{ev.runs} fresh {config.model.arch} networks trained on the final synthetic set, mode '{ev.mode}', "
+            f"{ev.epochs} epochs per stage, SGD momentum {ev.momentum}, wd {ev.weight_decay}, batch "
+            f"{ev.batch_size}, DSA {config.augment.dsa}, {lr} (x0.1 halfway); val_accuracy "
+            "(selection) on the validation split, test_accuracy (reported only) on the test split")
+
+
+@contextmanager
+def _exclusive(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if the trial process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,85 @@
+"""A tiny 2x2 sweep end to end on a local Ray: Tune trials, results.csv/json, heatmap, table, --report."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from pdd_ray.cli import main
+from pdd_ray.errors import UserError
+from pdd_ray.sweep import load_sweep_config
+from pdd_ray.sweep.space import trial_name
+from pdd_ray.sweep.tuner import record_sweep, trial_resources
+from tests.sweep.conftest import GRID_2X2
+
+
+def _tune_final_reports(sweep_dir: Path) -> dict[str, dict]:
+    """The last result each Tune trial reported, keyed by our trial name (read from Tune's own files)."""
+    finals = {}
+    for path in (sweep_dir / "tune").glob("*/result.json"):
+        last = json.loads(path.read_text().strip().splitlines()[-1])
+        finals[trial_name(last["config"])] = last
+    return finals
+
+
+@pytest.mark.slow
+def test_two_by_two_sweep_writes_rows_heatmap_and_the_reported_numbers(local_ray, write_sweep, tmp_path, capsys):
+    path = write_sweep(grid=GRID_2X2, cpus_per_trial=0.5)  # four tiny trials at once on two cores
+    assert main(["sweep", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "sweep"
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((int(r["num_stages"]), int(r["ipc"])) for r in rows) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["status"] == "done" and int(r["total_ipc"]) == int(r["num_stages"]) * int(r["ipc"]) for r in rows)
+    finals = _tune_final_reports(out)
+    assert set(finals) == {r["trial"] for r in rows}
+    for r in rows:  # the table holds exactly what each trial reported to Tune at its end
+        reported = finals[r["trial"]]
+        assert reported["final"] == 1
+        assert float(r["val_accuracy"]) == reported["val_accuracy"]
+        assert float(r["test_accuracy"]) == reported["test_accuracy"]
+        assert Path(r["run_dir"]).name == r["trial"] and (Path(r["run_dir"]) / "synthetic" / "manifest.json").is_file()
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["trials"]) == 4 and saved["sweep"]["grid"] == GRID_2X2
+    assert saved["versions"]["ray"] and "validation split" in saved["protocol"] and saved["created"]
+    best = max(rows, key=lambda r: float(r["val_accuracy"]))
+    assert saved["best"] == best["trial"] and f"best by validation: {best['trial']}" in printed
+    png = (out / "heatmap.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    table = [line.split() for line in printed.splitlines() if line.rstrip().endswith(("done", "(val)"))]
+    assert len(table) == 4 and {f"{100 * float(r['val_accuracy']):.2f}" for r in rows} == {t[3] for t in table}
+
+    # the table and files can be rebuilt from the directory alone, without Ray or Tune
+    (out / "results.csv").unlink()
+    (out / "heatmap.png").unlink()
+    assert main(["sweep", "--report", str(out)]) == 0
+    assert (out / "heatmap.png").is_file() and len((out / "results.csv").read_text().splitlines()) == 5
+    assert capsys.readouterr().out.count("done") == 4
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_an_error_row_and_a_non_zero_exit(local_ray, write_sweep, tmp_path, capsys):
+    path = write_sweep(overrides=[f"data.root={tmp_path / 'no_data_here'}"], grid={"stages.num_stages": [1]})
+    assert main(["sweep", "--config", str(path)]) == 1
+    printed = capsys.readouterr().out
+    assert "failed: " in printed and "data not found" in printed and "run the same command again" in printed
+    with open(tmp_path / "sweep" / "results.csv") as handle:
+        assert [r["status"] for r in csv.DictReader(handle)] == ["error"]
+
+
+def test_a_changed_sweep_is_not_mixed_into_an_existing_directory(write_sweep):
+    from pdd_ray.sweep import make_plan
+    record_sweep(make_plan(load_sweep_config(write_sweep(grid=GRID_2X2))))
+    record_sweep(make_plan(load_sweep_config(write_sweep(grid=GRID_2X2, address="local"))))  # same trials
+    with pytest.raises(UserError, match="different sweep"):
+        record_sweep(make_plan(load_sweep_config(write_sweep(grid={"stages.ipc": [1, 3]}))))
+
+
+def test_trials_get_fractional_gpus_and_mtt_trials_a_bundle_for_transition_experts(write_sweep):
+    from pdd_ray.sweep import make_plan
+    plain = make_plan(load_sweep_config(write_sweep(gpus_per_trial=0.25, cpus_per_trial=2)))
+    assert trial_resources(plain).bundles == [{"CPU": 2.0, "GPU": 0.25}]
+    mtt = make_plan(load_sweep_config(write_sweep(overrides=["method=mtt", "experts.cpus_per_expert=0.5"])))
+    assert trial_resources(mtt).bundles == [{"CPU": 1.0}, {"CPU": 0.5}]
