@@ -53,6 +53,7 @@ CASES = ("mtt-items", "mtt-batch", "idc-items")
 
 
 def make_model(device) -> torch.nn.Module:
+    """The benchmark's ConvNet-3, seeded."""
     torch.manual_seed(SEED)
     return create_model("convnet", 1, CLASSES, SIZE, width=WIDTH, depth=3).to(device)
 
@@ -68,6 +69,7 @@ def make_store(directory: Path) -> None:
 
 
 def make_state(device, lr: bool) -> SyntheticState:
+    """An IPC-10 synthetic set of random images (and a learnable lr for MTT)."""
     gen = torch.Generator().manual_seed(SEED + 1)
     images = torch.randn(IPC * CLASSES, 1, SIZE, SIZE, generator=gen).to(device).requires_grad_(True)
     return SyntheticState(torch.empty(0, 1, SIZE, SIZE, device=device), torch.empty(0, dtype=torch.long, device=device),
@@ -76,11 +78,12 @@ def make_state(device, lr: bool) -> SyntheticState:
 
 
 def make_matcher(case: str, store_dir: str, comm, device):
+    """The matcher of ``case``, wired to the worker's communicator."""
     if case == "idc-items":
         gen = torch.Generator().manual_seed(SEED + 2)
         labels = torch.arange(CLASSES).repeat_interleave(200)
         real = LabeledImages(torch.randn(len(labels), 1, SIZE, SIZE, generator=gen), labels, CLASSES)
-        return GradientMatcher(PRESETS["idc"], real, lambda: make_model(device), DSA(), device, seed=SEED)
+        return GradientMatcher(PRESETS["idc"], real, lambda: make_model(device), DSA(), device, seed=SEED, comm=comm)
     batch = case == "mtt-batch"
     config = MTTConfig(syn_steps=SYN_STEPS, expert_epochs=2, max_start_epoch=2, batch_syn=IPC * CLASSES,
                        trajectories_per_iteration=1 if batch else 2, memory_saving=batch)
@@ -146,6 +149,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def table(rows: list[dict], summary: dict) -> str:
+    """The printed table: one row per (case, workers, threads)."""
     lines = [f"{'case':<10} {'workers':>7} {'threads':>7} {'it/min':>8} {'s/it':>7} {'comm %':>7} "
              f"{'work MiB':>9} {'speed-up':>9} {'mem ratio':>9}"]
     for r in rows:
@@ -181,14 +185,17 @@ def main() -> None:
                 rows.append(measure(case, workers, threads, args.iterations, backend, directory))
                 print(f"  {case}: {workers} worker(s) x {threads} thread(s): "
                       f"{rows[-1]['iterations_per_minute']:.1f} it/min", flush=True)
-    summary = summarize(rows)
-    print(table(rows, summary))
-    record(args, rows, summary)
+    record(args, rows)
 
 
-def record(args, rows: list[dict], summary: dict) -> None:
+def record(args, rows: list[dict]) -> None:
     """Merge this run's rows into the JSON file under the device kind, with config, seed and versions."""
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    # Rows of cases not run this time are kept, so one case can be re-measured alone.
+    rerun = {r["case"] for r in rows}
+    rows = [r for r in results.get(args.device, {}).get("rows", []) if r["case"] not in rerun] + rows
+    rows.sort(key=lambda r: (CASES.index(r["case"]), r["workers"], r["threads_per_worker"]))
+    summary = summarize(rows)
     results[args.device] = {
         "rows": rows, "summary": summary, "created": now(), "versions": versions(), "seed": SEED,
         "config": {"iterations": args.iterations, "ipc": IPC, "classes": CLASSES, "image": [1, SIZE, SIZE],
@@ -200,6 +207,7 @@ def record(args, rows: list[dict], summary: dict) -> None:
                      "all-reduce/broadcast over iteration seconds"),
     }
     write_json(OUT, results)
+    print(table(rows, summary))
     print(f"results in {OUT}")
 
 

@@ -84,6 +84,8 @@ class DistillConfig:
             raise UserError("parallel.split=batch is for method=mtt; gradient matching splits by class (items)")
         if p.split == "batch" and p.workers > 1 and not self.mtt.memory_saving:
             raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
+        if p.split == "batch" and p.workers > 1 and (self.mtt.batch_syn or p.workers) < p.workers:
+            raise UserError(f"parallel.split=batch with {p.workers} workers needs mtt.batch_syn >= {p.workers}")
         if p.workers > 1 and p.use_gpu and self.device == "cpu":
             raise UserError("parallel.use_gpu=true contradicts device=cpu")
         if p.workers > 1 and not p.use_gpu and self.device.startswith("cuda"):

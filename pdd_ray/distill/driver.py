@@ -66,6 +66,9 @@ def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
     relevant["experts"] = {k: v for k, v in relevant["experts"].items()
                            if k not in ("out", "device", "address", "data", "model", "augment")}
     relevant["gm"] = to_dict(config.gm_config()) if config.method != "mtt" else None
+    # The buffer as an absolute path: workers see absolute paths, and a relative one means the same place.
+    relevant["buffer"] = config.buffer if config.buffer is None or "://" in config.buffer \
+        else str(Path(config.buffer).resolve())
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode() + extra).hexdigest()
 
 
@@ -132,12 +135,18 @@ def stage_fingerprint(config: DistillConfig, index: int, frozen_images: torch.Te
 
 def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.SyntheticSet, index: int,
                 device: torch.device, progress: bool, on_iteration, on_validation=None) -> synset_io.Stage:
-    """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``: in process, or on Ray Train."""
+    """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``: in process, or on Ray Train.
+
+    With ``parallel.workers > 1`` the loop runs in the workers' processes, so the hooks are
+    not called (sweeps, their only users, run trials with one worker).
+    """
     desc = f"stage {index + 1}/{config.stages.num_stages}"
     if config.parallel.workers > 1:
         from pdd_ray.parallel.trainer import distill_stage_on_workers
+        # Built here too, on the CPU: it checks data and buffer before any worker starts, and gives the
+        # fingerprint and labels the workers will use.
         job = prepare_stage(config, data, synset.stages, index, torch.device("cpu"))
-        outcome = distill_stage_on_workers(config, synset.stages[:index], index, job, progress)
+        outcome = distill_stage_on_workers(config, synset.stages[:index], index, job)
     else:
         job = prepare_stage(config, data, synset.stages, index, device)
         outcome = distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
@@ -145,7 +154,7 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
                                 on_validation=on_validation)
     info = {"factor": job.factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,
-            "lr_clamped": outcome.lr_clamped, "history": outcome.history}
+            "lr_clamped": outcome.lr_clamped, "history": outcome.history, "resumed_at": outcome.resumed_at}
     return synset_io.Stage(outcome.images.cpu(), job.state.labels.cpu(), outcome.lr, info)
 
 

@@ -55,6 +55,7 @@ class StageOutcome:
     skipped_nonfinite: int
     lr_clamped: int
     history: list[dict] = field(default_factory=list)
+    resumed_at: list[int] = field(default_factory=list)  # iterations this stage was resumed from
 
 
 class _Progress:
@@ -66,6 +67,7 @@ class _Progress:
         self.skipped = 0
         self.clamped = 0
         self.history: list[dict] = []
+        self.resumed_at: list[int] = []
 
 
 def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
@@ -90,6 +92,7 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
     resume_from = checkpoint_path if resume_from is None else Path(resume_from)
     if resume_from.is_file():
         _restore(resume_from, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
+    _check_workers_agree(comm, loop.iteration)
     if loop.iteration == 0 and not loop.history:
         _validate(state, validate, loop, 0, on_validation, comm)
     bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress or comm.rank != 0)
@@ -111,7 +114,18 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
             on_iteration(it)
     bar.close()
     images, lr, best_it, best_acc = loop.best
-    return StageOutcome(images, lr, best_it, best_acc, loop.skipped, loop.clamped, loop.history)
+    return StageOutcome(images, lr, best_it, best_acc, loop.skipped, loop.clamped, loop.history, loop.resumed_at)
+
+
+def _check_workers_agree(comm, iteration: int) -> None:
+    """Every worker must start from the same iteration, or the all-reduces would mix different states."""
+    if comm.world_size == 1:
+        return
+    first = comm.broadcast_float(float(iteration))
+    differs = torch.tensor([0.0 if first == iteration else 1.0])
+    if float(comm.all_reduce_(differs)) > 0:  # every rank learns it, so every rank stops (no hang)
+        raise UserError(f"workers resumed from different checkpoints (rank 0 at iteration {int(first)}, rank "
+                        f"{comm.rank} at {iteration}): out= must be one filesystem every worker sees")
 
 
 def _lr_value(state) -> float | None:
@@ -168,7 +182,7 @@ def _save(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -
     tensors.update({f"matcher.{k}": v for k, v in matcher_state.items()})
     meta = {"iteration": loop.iteration, "best_lr": loop.best[1], "best_iteration": loop.best[2],
             "best_val_accuracy": loop.best[3], "skipped": loop.skipped, "clamped": loop.clamped,
-            "history": loop.history, "fingerprint": fingerprint}
+            "history": loop.history, "resumed_at": loop.resumed_at, "fingerprint": fingerprint}
     save_checkpoint(path, tensors, meta)
 
 
@@ -189,7 +203,7 @@ def outcome_from_checkpoint(path: Path) -> StageOutcome:
     """The stage outcome stored in a finished stage's last checkpoint (how parallel runs hand back results)."""
     tensors, meta = load_checkpoint(path)
     return StageOutcome(tensors["best_images"], meta["best_lr"], meta["best_iteration"], meta["best_val_accuracy"],
-                        meta["skipped"], meta["clamped"], meta["history"])
+                        meta["skipped"], meta["clamped"], meta["history"], meta.get("resumed_at", []))
 
 
 def _restore(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -> None:
@@ -209,6 +223,7 @@ def _restore(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint
     loop.iteration = meta["iteration"]
     loop.best = (tensors["best_images"], meta["best_lr"], meta["best_iteration"], meta["best_val_accuracy"])
     loop.skipped, loop.clamped, loop.history = meta["skipped"], meta["clamped"], meta["history"]
+    loop.resumed_at = meta.get("resumed_at", []) + [loop.iteration]
     log.info("resumed %s at iteration %d", path, loop.iteration)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from pdd_ray.distill.checkpoint import load_checkpoint
 from pdd_ray.distill.stage import StageOutcome, check_resumable, distill_stage, outcome_from_checkpoint
 from pdd_ray.errors import UserError
 from pdd_ray.provenance import atomic_write
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "stage.ckpt"
 
 
-def distill_stage_on_workers(config, finished: list, index: int, job, progress: bool = True) -> StageOutcome:
+def distill_stage_on_workers(config, finished: list, index: int, job) -> StageOutcome:
     """Run stage ``index`` on a Ray Train worker group and return its outcome (also left in ``job.checkpoint_path``).
 
     ``job`` is the driver's own ``StageJob`` for this stage: it supplies the fingerprint a
@@ -56,24 +57,38 @@ def distill_stage_on_workers(config, finished: list, index: int, job, progress: 
     p = config.parallel
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"config": config, "finished": finished, "index": index, "progress": progress},
+        train_loop_config={"config": config, "finished": finished, "index": index},
         scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=_resources(p)),
         run_config=RunConfig(name=f"stage_{index + 1}_{job.fingerprint[:12]}", storage_path=_storage_path(config),
                              failure_config=FailureConfig(max_failures=p.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        torch_config=TorchConfig(backend=p.resolved_backend()))
+        torch_config=TorchConfig(backend=p.resolved_backend(), timeout_s=p.collective_timeout_s))
     with ray_session(config.address):
         import ray
         check_capacity(p, ray.cluster_resources(), remote=bool(config.address or os.environ.get("RAY_ADDRESS")))
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # a user mistake met on a worker reads as one line, not a Ray traceback
+            raise user_error_in(exc) or exc
     if result.checkpoint is None:
         raise RuntimeError(f"stage {index + 1}: the Ray Train run ended without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         # Rank 0 may have run on another node: the reported copy is the one the driver can always read.
         source = Path(directory) / CHECKPOINT_FILE
-        if source.resolve() != checkpoint_path.resolve():
-            atomic_write(checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
+        atomic_write(checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
     return outcome_from_checkpoint(checkpoint_path)
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError a worker raised, found in the chain or the text of Ray Train's error, else None."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    marker = "UserError: "
+    lines = [line for line in str(exc).splitlines() if marker in line]
+    return UserError(lines[-1].split(marker, 1)[1].strip()) if lines else None
 
 
 def absolute_paths(config):
@@ -81,7 +96,9 @@ def absolute_paths(config):
     def absolute(path):
         return path if path is None or "://" in str(path) else str(Path(path).resolve())
     data = dataclasses.replace(config.data, root=absolute(config.data.root))
-    return dataclasses.replace(config, out=absolute(config.out), buffer=absolute(config.buffer), data=data)
+    parallel = dataclasses.replace(config.parallel, storage_path=absolute(config.parallel.storage_path))
+    return dataclasses.replace(config, out=absolute(config.out), buffer=absolute(config.buffer), data=data,
+                               parallel=parallel)
 
 
 def check_capacity(p, cluster: dict, remote: bool) -> None:
@@ -130,11 +147,17 @@ def worker_loop(loop_config: dict) -> None:
     data = create_dataset(config.data)
     job = prepare_stage(config, data, finished, index, device, comm)
     with tempfile.TemporaryDirectory(prefix="pdd-ray-resume-") as scratch:
-        resume_from = _resume_file(Path(scratch)) or job.checkpoint_path
+        resume_from = _latest(_resume_file(Path(scratch)), job.checkpoint_path)
         distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
                       on_iteration=_fault_injection(config, index, comm), progress=False,
                       desc=f"stage {index + 1}", fingerprint=job.fingerprint, comm=comm, resume_from=resume_from,
                       on_checkpoint=_reporter(comm, config, index))
+
+
+def _latest(*paths: Path | None) -> Path:
+    """The checkpoint furthest along (Ray Train's copy, or ``OUT/stages`` after a single-process run)."""
+    found = [(load_checkpoint(p)[1]["iteration"], i, p) for i, p in enumerate(paths) if p is not None and p.is_file()]
+    return max(found)[2] if found else paths[-1]
 
 
 def _resume_file(scratch: Path) -> Path | None:
@@ -163,8 +186,9 @@ def _reporter(comm, config, index: int):
         with tempfile.TemporaryDirectory(prefix="pdd-ray-ckpt-") as directory:
             shutil.copyfile(path, Path(directory) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
-        log.warning("stage %d/%d: iteration %d/%d checkpointed", index + 1, config.stages.num_stages, iteration,
-                    config.stages.iterations)
+        # Printed, not logged: Ray forwards worker stdout to the driver, which is the progress a user sees.
+        print(f"pdd-ray: stage {index + 1}/{config.stages.num_stages}: iteration {iteration}/"
+              f"{config.stages.iterations} checkpointed", flush=True)
     return report
 
 

@@ -27,12 +27,12 @@ from tests.distill import test_mtt as mtt_helpers
 ITERATIONS = 3
 
 
-def _run(comm, matcher, state, checkpoint: Path) -> dict:
+def _run(comm, matcher, state, checkpoint: Path, resume_from: Path | None = None) -> dict:
     settings = StageSettings(iterations=ITERATIONS, lr_img=50.0, lr_lr=1e-3 if state.lr is not None else None,
                              eval_every=2, checkpoint_every=2, seed=3)
     seen = []
     outcome = distill_stage(state, matcher, settings, validate=lambda images, lr: float(images.mean()),
-                            checkpoint_path=checkpoint, progress=False, comm=comm,
+                            checkpoint_path=checkpoint, progress=False, comm=comm, resume_from=resume_from,
                             on_validation=lambda it, acc: seen.append(acc))
     return {"images": state.images.detach(), "lr": None if state.lr is None else state.lr.detach(),
             "best_iteration": outcome.best_iteration, "validations": seen}
@@ -48,11 +48,12 @@ def mtt_case(comm, store_dir: str, split: str, trajectories: int, checkpoint: st
     return _run(comm, matcher, mtt_helpers.make_state(dtype=torch.float32), Path(checkpoint))
 
 
-def gm_case(comm, checkpoint: str) -> dict:
+def gm_case(comm, checkpoint: str, resume_from: dict | None = None) -> dict:
     """A tiny IDC-style gradient-matching stage: the 3 classes are dealt over the workers."""
     matcher = gm_helpers.matcher(factor=2, distance="mse", layers="conv")
     matcher.comm = comm  # the real-data training of the matching network is split too
-    return _run(comm, matcher, gm_helpers.tiny_state(ipc=2, frozen_ipc=1), Path(checkpoint))
+    resume = None if resume_from is None else Path(resume_from[comm.rank])
+    return _run(comm, matcher, gm_helpers.tiny_state(ipc=2, frozen_ipc=1), Path(checkpoint), resume)
 
 
 def _relative(a, b) -> float:
@@ -68,7 +69,7 @@ def _assert_same_update(single: dict, workers: list[dict]) -> None:
         if single["lr"] is not None:
             assert _relative(result["lr"], single["lr"]) <= 1e-5, f"rank {rank} lr differs"
         # rank 0's validation number is broadcast: every worker saw the same checks and picked the same best
-        assert result["validations"] == pytest.approx(workers[0]["validations"])
+        assert result["validations"] == pytest.approx(single["validations"], rel=1e-5)
         assert result["best_iteration"] == single["best_iteration"]
 
 
@@ -78,7 +79,8 @@ def store_dir(tmp_path) -> str:
     return str(tmp_path / "store")
 
 
-@pytest.mark.parametrize("split,trajectories", [("items", 2), ("batch", 1)])
+# ("items", 1): one trajectory for two workers, so rank 1 idles and adds a zero contribution.
+@pytest.mark.parametrize("split,trajectories", [("items", 2), ("items", 1), ("batch", 1)])
 def test_mtt_two_workers_equal_one_process(tmp_path, store_dir, split, trajectories):
     single = mtt_case(LocalComm(), store_dir, split, trajectories, str(tmp_path / "single.ckpt"))
     single["start"] = mtt_helpers.make_state(dtype=torch.float32).images.detach()
@@ -135,3 +137,11 @@ def test_local_comm_is_the_identity_and_shares_everything():
     comm = LocalComm()
     t = torch.arange(3.0)
     assert comm.all_reduce_(t) is t and comm.share([1, 2, 3]) == [1, 2, 3] and comm.broadcast_float(0.5) == 0.5
+
+
+def test_workers_resuming_from_different_checkpoints_all_stop_with_a_user_error(tmp_path):
+    gm_case(LocalComm(), str(tmp_path / "finished.ckpt"))  # a checkpoint at the last iteration
+    resume = {0: str(tmp_path / "finished.ckpt"), 1: str(tmp_path / "missing.ckpt")}  # rank 1 starts afresh
+    with pytest.raises(RuntimeError, match="workers resumed from different checkpoints") as failure:
+        run_process_group(2, gm_case, str(tmp_path / "workers.ckpt"), resume, timeout_s=120)
+    assert "UserError" in str(failure.value)

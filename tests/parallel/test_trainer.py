@@ -47,6 +47,9 @@ def test_two_ray_train_workers_match_the_single_process_driver_after_a_worker_fa
         assert float((a.images - b.images).norm() / a.images.norm()) <= 1e-5
         assert torch.equal(a.labels, b.labels)
     assert (tmp_path / "parallel" / "stages" / "stage_2.ckpt").is_file()
+    # The restarted group continued from the checkpoint at iteration 2; it did not start the stage over.
+    assert parallels[0].info["resumed_at"] == [2] and parallels[1].info["resumed_at"] == []
+    assert singles[0].info["resumed_at"] == []
 
 
 def test_parallel_config_is_checked_before_compute(tiny_fashion_root):
@@ -59,6 +62,29 @@ def test_parallel_config_is_checked_before_compute(tiny_fashion_root):
         load_config(DistillConfig, None, [*base, "parallel.workers=0"])
     with pytest.raises(UserError, match="nccl"):
         load_config(DistillConfig, None, [*base, "parallel.backend=nccl"])
+    with pytest.raises(UserError, match="whole GPUs"):
+        load_config(DistillConfig, None, [*base, "parallel.use_gpu=true", "parallel.gpus_per_worker=0.5",
+                                          "parallel.backend=nccl"])
+    with pytest.raises(UserError, match="batch_syn >= 4"):
+        load_config(DistillConfig, None, [*base, "method=mtt", "mtt.memory_saving=true", "mtt.batch_syn=2",
+                                          "parallel.workers=4", "parallel.split=batch"])
+    fractional = load_config(DistillConfig, None, [*base, "parallel.use_gpu=true", "parallel.gpus_per_worker=0.5"])
+    assert fractional.parallel.resolved_backend() == "gloo"  # NCCL cannot put two ranks on one GPU
+
+
+def test_a_user_error_raised_on_a_worker_reaches_the_cli_as_one_line():
+    from pdd_ray.parallel.trainer import user_error_in
+    wrapped = RuntimeError("Training failed due to worker errors:\n[Rank 0]\nTraceback ...\n"
+                           "pdd_ray.errors.UserError: data root /nope does not exist")
+    assert str(user_error_in(wrapped)) == "data root /nope does not exist"
+    try:
+        try:
+            raise UserError("bad buffer")
+        except UserError as inner:
+            raise RuntimeError("worker group failed") from inner
+    except RuntimeError as outer:
+        assert str(user_error_in(outer)) == "bad buffer"
+    assert user_error_in(RuntimeError("CUDA out of memory")) is None
 
 
 def test_a_worker_group_that_cannot_fit_fails_fast_locally_and_waits_on_a_remote_cluster():
