@@ -172,6 +172,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    """Run (or resume) a sweep, or with ``--report`` rebuild its table and heatmap; 1 if a trial is unfinished."""
     from pdd_ray.sweep import load_sweep_config, report_sweep, run_sweep
     if args.report:
         if args.config or args.overrides:
@@ -225,13 +226,16 @@ COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "experts": cmd_e
             "distill": cmd_run, "sweep": cmd_sweep, "export": cmd_export, "data": cmd_data}
 
 
+TAKES_OVERRIDES = ("baseline", "evaluate", "experts", "run", "distill", "sweep")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pdd-ray`` console script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may sit anywhere on the line; anything else unknown is a typo.
     args.overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    unknown = [item for item in extra if item not in args.overrides or args.command not in ("baseline", "evaluate", "experts", "run", "distill", "sweep")]
+    unknown = [item for item in extra if item not in args.overrides or args.command not in TAKES_OVERRIDES]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

@@ -29,7 +29,7 @@ from pdd_ray.distill.stage import StageSettings, distill_stage
 from pdd_ray.errors import UserError
 from pdd_ray.evaluation import evaluate_synthetic
 from pdd_ray.jobs.common import make_augment, model_factory
-from pdd_ray.storage import resolve_input_dir
+from pdd_ray.storage import is_uri, resolve_input_dir
 from pdd_ray.visualize import save_image_grid
 
 
@@ -67,7 +67,7 @@ def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
                            if k not in ("out", "device", "address", "data", "model", "augment")}
     relevant["gm"] = to_dict(config.gm_config()) if config.method != "mtt" else None
     # The buffer as an absolute path: workers see absolute paths, and a relative one means the same place.
-    relevant["buffer"] = config.buffer if config.buffer is None or "://" in config.buffer \
+    relevant["buffer"] = config.buffer if config.buffer is None or is_uri(config.buffer) \
         else str(Path(config.buffer).resolve())
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode() + extra).hexdigest()
 

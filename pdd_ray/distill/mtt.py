@@ -167,7 +167,7 @@ def _grad(output: torch.Tensor, *inputs: torch.Tensor, grad_outputs: torch.Tenso
 
 
 def _check_shardable(config: MTTConfig, forward: FlatForward) -> None:
-    """Batch sharding is exact only per-sample networks and the memory-saving unroll."""
+    """Batch sharding is exact only for per-sample networks and with the memory-saving unroll."""
     if not config.memory_saving:
         raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
     if has_batch_norm(forward.module):

@@ -32,6 +32,7 @@ from pdd_ray.distill.checkpoint import load_checkpoint
 from pdd_ray.distill.stage import StageOutcome, check_resumable, distill_stage, outcome_from_checkpoint
 from pdd_ray.errors import UserError
 from pdd_ray.provenance import atomic_write
+from pdd_ray.storage import is_uri
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "stage.ckpt"
@@ -94,7 +95,7 @@ def user_error_in(exc: BaseException) -> UserError | None:
 def absolute_paths(config):
     """The config with ``out``, ``buffer`` and ``data.root`` absolute: workers do not share the driver's cwd."""
     def absolute(path):
-        return path if path is None or "://" in str(path) else str(Path(path).resolve())
+        return path if path is None or is_uri(path) else str(Path(path).resolve())
     data = dataclasses.replace(config.data, root=absolute(config.data.root))
     parallel = dataclasses.replace(config.parallel, storage_path=absolute(config.parallel.storage_path))
     return dataclasses.replace(config, out=absolute(config.out), buffer=absolute(config.buffer), data=data,

@@ -12,6 +12,7 @@ from typing import Any
 
 from pdd_ray.config import from_dict, load_config, read_yaml
 from pdd_ray.errors import UserError
+from pdd_ray.storage import is_uri
 
 SAMPLE_TYPES = ("uniform", "loguniform", "choice", "randint")
 SPEC_FIELDS = {"type", "low", "high", "values"}
@@ -62,6 +63,7 @@ class AshaConfig:
     reduction_factor: float = 2.0
 
     def validate(self) -> None:
+        """Raise UserError on a grace period below 1 or a reduction factor not above 1."""
         if self.grace_period < 1:
             raise UserError(f"asha.grace_period must be >= 1, got {self.grace_period}")
         if self.reduction_factor <= 1:
@@ -99,6 +101,7 @@ class SweepConfig:
                        for k, v in flat.items()}
 
     def validate(self) -> None:
+        """Raise UserError naming the first bad field (every trial's run config is checked later, in the plan)."""
         if self.base is None:
             raise UserError("base must name a run config YAML (a DistillConfig), e.g. "
                             "base: tune_configs/pdd_idc_fashion_mnist_ipc10.yaml")
@@ -159,11 +162,6 @@ def _merge(flat: dict, key: str, value) -> None:
     # A dotted CLI override (sample.mtt.lr_img.high=500) refines the YAML's entry instead of replacing it.
     old = flat.get(key)
     flat[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
-
-
-def is_uri(path: str) -> bool:
-    """``s3://bucket/x``, ``gs://...``: a remote storage location rather than a local path."""
-    return "://" in str(path)
 
 
 def load_sweep_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> SweepConfig:

@@ -11,6 +11,7 @@ class TrialLines(Callback):
     """Prints one line when a trial finishes (its validation and test accuracy) or fails."""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        """Tune hook: a trial ended (finished, or stopped early by ASHA)."""
         r = trial.last_result or {}
         if r.get("final"):
             test = f", test {100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None else ""
@@ -20,4 +21,5 @@ class TrialLines(Callback):
         print(f"trial {trial_name(trial.config)}: {text}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """Tune hook: a trial raised."""
         print(f"trial {trial_name(trial.config)}: failed (see the table at the end)", flush=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 from pdd_ray.config import from_dict, parse_override, to_dict, validate
 from pdd_ray.distill.config import DistillConfig
 from pdd_ray.errors import UserError
-from pdd_ray.sweep.config import SweepConfig, base_dict, is_uri
+from pdd_ray.storage import is_uri
+from pdd_ray.sweep.config import SweepConfig, base_dict
 from pdd_ray.sweep.space import StepCounter, check_points, trial_name, with_derived_ipc
 
 TUNE_NAME = "tune"
