@@ -160,7 +160,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         data = read_yaml(path)
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     config = from_dict(cls, data)
     validate(config)
     return config
@@ -192,7 +192,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _set_dotted(data: dict, key: str, value: Any) -> None:
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for key ``"a.b"``, creating sections; a UserError if a section is a value."""
     *parents, leaf = key.split(".")
     node = data
     for part in parents:

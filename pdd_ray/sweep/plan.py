@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pdd_ray.config import from_dict, parse_override, to_dict, validate
+from pdd_ray.config import from_dict, parse_override, set_dotted, to_dict, validate
 from pdd_ray.distill.config import DistillConfig
 from pdd_ray.errors import UserError
 from pdd_ray.storage import is_uri
@@ -54,7 +54,7 @@ class SweepPlan:
         """The validated DistillConfig of one point (``params``: swept keys, before derived IPC)."""
         data = copy.deepcopy(self.base)
         for key, value in with_derived_ipc(params, self.config.total_ipc, self._base_num_stages()).items():
-            _set_dotted(data, key, value)
+            set_dotted(data, key, value)
         if out is not None:
             data["out"] = out
         if buffer is not None:
@@ -101,7 +101,7 @@ def _base_with_overrides(config: SweepConfig) -> dict:
         key, value = parse_override(item)
         if key.split(".")[0] in OVERRIDE_RESERVED:
             raise UserError(f"overrides: '{key}' is set by the sweep (its own {key}=), not per run config")
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     data.pop("out", None)  # each trial gets WORK/trials/<name>
     data.pop("address", None)  # trials run inside the sweep's Ray cluster
     if data.get("buffer") and not is_uri(data["buffer"]):
@@ -157,13 +157,3 @@ def _share_buffer(plan: SweepPlan, configs: list[DistillConfig]) -> None:
     if transitions:
         e = transitions[0].experts
         plan.transition_experts = {"CPU": e.cpus_per_expert, "GPU": e.gpus_per_expert}
-
-
-def _set_dotted(data: dict, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise UserError(f"'{key}': '{part}' is not a section")
-    node[leaf] = value
