@@ -23,7 +23,7 @@ EXPERTS_FLAGS = {"out": "out", "num_experts": "num_experts", "epochs": "recipe.e
                  "dataset": "data.dataset", "data_root": "data.root", "device": "device"}
 
 RUN_FLAGS = {"out": "out", "method": "method", "address": "address", "buffer": "buffer", "dataset": "data.dataset",
-             "data_root": "data.root", "device": "device", "seed": "seed"}
+             "data_root": "data.root", "device": "device", "seed": "seed", "workers": "parallel.workers"}
 
 
 def build_parser() -> argparse.ArgumentParser:

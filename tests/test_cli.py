@@ -17,6 +17,8 @@ TINY = ["model.width=8", "selection.width=8", "eval.runs=1", "eval.epochs=2", "d
     (["baseline", "--config", "/nonexistent.yaml"], "config file not found"),
     (["evaluate", "/nonexistent/dir"], "no manifest.json"),
     (["export", "/nonexistent/dir"], "no manifest.json"),
+    (["run", "--workers", "0"], "parallel.workers must be >= 1"),
+    (["run", "--workers", "2", "parallel.split=batch", "method=idc"], "split=batch is for method=mtt"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(argv, fragment, capsys):
     assert main(argv) == 2
