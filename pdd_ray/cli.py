@@ -26,6 +26,9 @@ RUN_FLAGS = {"out": "out", "method": "method", "address": "address", "buffer": "
              "data_root": "data.root", "device": "device", "seed": "seed", "workers": "parallel.workers"}
 
 
+ON_CLUSTER_HELP = "run the job as one Ray task on this cluster (a GPU if it has one); default: RAY_ADDRESS, else here"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="pdd-ray", description="Progressive Dataset Distillation on Ray.",
@@ -34,12 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baseline", help="select a coreset of real images, save it as a synthetic set, evaluate it")
     p.add_argument("--config", help="YAML config (BaselineConfig)")
+    p.add_argument("--address", help=ON_CLUSTER_HELP)
     for flag in BASELINE_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and report test accuracy")
     p.add_argument("directory")
     p.add_argument("--config", help="YAML config (EvaluateConfig)")
+    p.add_argument("--address", help=ON_CLUSTER_HELP)
     for flag in EVALUATE_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
 
@@ -87,8 +92,10 @@ def _overrides(args, flags: dict[str, str]) -> list[str]:
 def cmd_baseline(args) -> int:
     from pdd_ray.config import BaselineConfig, load_config
     config = load_config(BaselineConfig, args.config, _overrides(args, BASELINE_FLAGS))
+    from pdd_ray.cluster import call_on_cluster
     from pdd_ray.jobs.baseline import run_baseline
-    summary = run_baseline(config)
+    config.out, config.data.root = _absolute(config.out), _absolute(config.data.root)  # the task may run elsewhere
+    summary = call_on_cluster(run_baseline, config, address=args.address)
     print(f"wrote {summary['count']} images ({summary['method']}, ipc {summary['ipc']}) to {summary['out']}")
     if "eval" in summary:
         print_eval_table({f"{config.model.arch}/{config.eval.mode}": summary["eval"]})
@@ -101,10 +108,19 @@ def cmd_evaluate(args) -> int:
     from pdd_ray.synset import read_manifest
     read_manifest(args.directory)  # fail on a wrong directory before parsing anything expensive
     config = load_config(EvaluateConfig, args.config, _overrides(args, EVALUATE_FLAGS))
-    entry = evaluate_directory(args.directory, config)
+    from pdd_ray.cluster import call_on_cluster
+    config.data_root = _absolute(config.data_root)  # the task may run on another node, in another directory
+    entry = call_on_cluster(evaluate_directory, _absolute(args.directory), config, address=args.address)
     print_eval_table({f"{config.model.arch}/{config.eval.mode}": entry})
     print(f"results in {args.directory}/eval.json")
     return 0
+
+
+def _absolute(path: str | None) -> str | None:
+    from pathlib import Path
+
+    from pdd_ray.storage import is_uri
+    return path if path is None or is_uri(path) else str(Path(path).resolve())
 
 
 def print_eval_table(entries: dict[str, dict]) -> None:

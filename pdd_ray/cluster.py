@@ -168,3 +168,24 @@ def _announce(message: str) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def call_on_cluster(fn, *args, address: str | None = None):
+    """``fn(*args)`` in this process without a cluster address, else as one Ray task on that cluster.
+
+    The task takes one CPU and, when the cluster has GPUs, one GPU: a laptop can run
+    ``pdd-ray evaluate --address ...`` on a GPU node. Paths in ``args`` must be absolute
+    and reachable from the cluster's nodes.
+    """
+    if resolve_address(address) is None:
+        return fn(*args)
+    import ray
+
+    from pdd_ray.errors import user_error_in
+
+    with ray_session(address):
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        try:
+            return ray.get(ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(fn).remote(*args))
+        except Exception as exc:  # a user mistake met on the cluster still reads as one line
+            raise user_error_in(exc) or exc

@@ -30,7 +30,7 @@ import torch
 
 from pdd_ray.distill.checkpoint import load_checkpoint
 from pdd_ray.distill.stage import StageOutcome, check_resumable, distill_stage, outcome_from_checkpoint
-from pdd_ray.errors import UserError
+from pdd_ray.errors import UserError, user_error_in
 from pdd_ray.provenance import atomic_write
 from pdd_ray.storage import is_uri
 
@@ -78,18 +78,6 @@ def distill_stage_on_workers(config, finished: list, index: int, job) -> StageOu
         source = Path(directory) / CHECKPOINT_FILE
         atomic_write(checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
     return outcome_from_checkpoint(checkpoint_path)
-
-
-def user_error_in(exc: BaseException) -> UserError | None:
-    """The UserError a worker raised, found in the chain or the text of Ray Train's error, else None."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, UserError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    marker = "UserError: "
-    lines = [line for line in str(exc).splitlines() if marker in line]
-    return UserError(lines[-1].split(marker, 1)[1].strip()) if lines else None
 
 
 def absolute_paths(config):
@@ -205,4 +193,4 @@ def _fault_injection(config, index: int, comm):
     return hook
 
 
-__all__ = ["distill_stage_on_workers", "worker_loop", "absolute_paths"]
+__all__ = ["distill_stage_on_workers", "worker_loop", "absolute_paths", "check_capacity"]

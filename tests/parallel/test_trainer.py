@@ -73,7 +73,7 @@ def test_parallel_config_is_checked_before_compute(tiny_fashion_root):
 
 
 def test_a_user_error_raised_on_a_worker_reaches_the_cli_as_one_line():
-    from pdd_ray.parallel.trainer import user_error_in
+    from pdd_ray.errors import user_error_in
     wrapped = RuntimeError("Training failed due to worker errors:\n[Rank 0]\nTraceback ...\n"
                            "pdd_ray.errors.UserError: data root /nope does not exist")
     assert str(user_error_in(wrapped)) == "data root /nope does not exist"
