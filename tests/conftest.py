@@ -75,3 +75,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray (2 CPUs) started for this test and stopped after it; yields its GCS address."""
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

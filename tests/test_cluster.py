@@ -308,17 +308,6 @@ def test_ray_job_submit_builds_an_expert_buffer_on_a_running_head(tmp_path, tiny
     assert TrajectoryStore.open(out).completed() == [0]
 
 
-@pytest.fixture
-def local_ray_address():
-    """A local Ray (2 CPUs) this test started, and its GCS address."""
-    import ray
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
 def _raise_user_error(message: str):
     raise UserError(message)
 
@@ -328,17 +317,17 @@ def _pid() -> int:
 
 
 @pytest.mark.slow
-def test_baseline_and_evaluate_run_as_a_ray_task_when_given_an_address(local_ray_address, tmp_path,
+def test_baseline_and_evaluate_run_as_a_ray_task_when_given_an_address(local_ray, tmp_path,
                                                                        tiny_fashion_root, capsys):
     from pdd_ray.cluster import call_on_cluster
-    assert call_on_cluster(_pid, address=local_ray_address) != os.getpid()  # ran in a Ray worker
+    assert call_on_cluster(_pid, address=local_ray) != os.getpid()  # ran in a Ray worker
     assert call_on_cluster(_pid) == os.getpid()  # no address, no RAY_ADDRESS: right here
     with pytest.raises(UserError, match="^bad root$"):  # one line, not Ray's wrapped traceback
-        call_on_cluster(_raise_user_error, "bad root", address=local_ray_address)
+        call_on_cluster(_raise_user_error, "bad root", address=local_ray)
     tiny = ["model.width=8", "eval.runs=1", "eval.epochs=2", "data.val_size=40"]
     out = tmp_path / "coreset"
-    assert main(["baseline", "--address", local_ray_address, "--data-root", str(tiny_fashion_root),
+    assert main(["baseline", "--address", local_ray, "--data-root", str(tiny_fashion_root),
                  "--ipc", "2", "--out", str(out), *tiny]) == 0
-    assert main(["evaluate", str(out), "--address", local_ray_address, "--runs", "1", "--epochs", "2",
+    assert main(["evaluate", str(out), "--address", local_ray, "--runs", "1", "--epochs", "2",
                  "model.width=8"]) == 0
     assert "convnet/" in capsys.readouterr().out and (out / "eval.json").is_file()

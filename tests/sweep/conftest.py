@@ -35,14 +35,3 @@ def write_sweep(tmp_path, tiny_base):
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
     return write
-
-
-@pytest.fixture(scope="package")
-def local_ray():
-    """One local Ray (2 CPUs) for every end-to-end sweep test; yields its GCS address for subprocesses."""
-    import ray
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
