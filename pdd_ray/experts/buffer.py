@@ -72,7 +72,8 @@ class ExpertsConfig:
             synset_io.read_manifest(self.transition)
 
 
-def _maybe_fail_once(out: str, expert_id: int) -> None:
+def maybe_fail_once(out: str, expert_id: int) -> None:
+    """Tests only: with PDD_RAY_FAIL_ONCE_DIR set, raise the first time (out, id) gets here (a marker file remembers)."""
     marker_dir = os.environ.get(FAIL_ONCE_ENV)
     if marker_dir:
         marker = Path(marker_dir) / f"{Path(out).name}_{expert_id}"
@@ -87,7 +88,7 @@ def _expert_task(expert_id, config, num_classes, train, test, transition, progre
     from pdd_ray.train.loop import resolve_device
 
     torch.set_num_threads(threads)
-    _maybe_fail_once(config.out, expert_id)
+    maybe_fail_once(config.out, expert_id)
     device = resolve_device(config.device)
     make_model = model_factory(config.model, tuple(train[0].shape[1:]), num_classes, device)
     result = train_expert(config.seed + expert_id, make_model, train, test, config.recipe,

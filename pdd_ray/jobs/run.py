@@ -22,29 +22,44 @@ from pdd_ray.train.loop import resolve_device, seed_everything
 from pdd_ray.visualize import save_accuracy_plot
 
 
-def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_validation=None) -> dict:
+def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_validation=None,
+            score_validation: bool = False) -> dict:
     """Distil every stage (resuming what exists) and, if configured, evaluate and report.
 
     ``on_iteration(stage, it)`` / ``on_validation(stage, it, val_accuracy)``: see ``run_stages``.
+    ``score_validation``: also train the protocol's networks on the final set and score them on
+    the validation split (``summary["val"]``, what a sweep selects on).
     """
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = create_dataset(config.data)
     synset = run_stages(config, data, device, progress, on_iteration, on_validation)
     summary = {"out": config.out, "synthetic": str(synthetic_dir(config)), "stages": len(synset.stages)}
+    if score_validation:
+        make_model, protocol = _protocol(config, data, device, progress=False)
+        summary["val"] = evaluate_synthetic(synset.stages, (data.val.images, data.val.labels), make_model,
+                                            **protocol).to_dict()
     if config.evaluate:
         summary["metrics"] = evaluate_and_report(config, data, synset, device, progress)
     return summary
 
 
-def evaluate_and_report(config: DistillConfig, data, synset, device, progress: bool) -> dict:
-    """Test-set evaluation of PDD (progressive) and of random real images at the same total IPC."""
+def _protocol(config: DistillConfig, data, device, progress: bool) -> tuple:
+    """(model factory, keyword arguments) of the evaluation protocol, shared by every split scored."""
     ev = config.eval
     make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
     common = dict(runs=ev.runs, epochs=ev.epochs, batch_size=ev.batch_size, momentum=ev.momentum,
                   weight_decay=ev.weight_decay, augment=make_augment(config.augment), seed=ev.seed, progress=progress)
+    return make_model, {**common, "mode": ev.mode, "lr": ev.lr}
+
+
+def evaluate_and_report(config: DistillConfig, data, synset, device, progress: bool) -> dict:
+    """Test-set evaluation of PDD (progressive) and of random real images at the same total IPC."""
+    ev = config.eval
+    make_model, protocol = _protocol(config, data, device, progress)
+    common = {k: v for k, v in protocol.items() if k not in ("mode", "lr")}
     test = (data.test.images, data.test.labels)
-    pdd = evaluate_synthetic(synset.stages, test, make_model, mode=ev.mode, lr=ev.lr, **common)
+    pdd = evaluate_synthetic(synset.stages, test, make_model, **protocol)
     total_ipc = sum(s.ipc for s in synset.stages)
     random = _random_baseline(config, data, total_ipc, make_model, test, common)
     metrics = {"pdd": pdd.to_dict(), "random_real": random.to_dict(), "total_ipc": total_ipc,

@@ -183,13 +183,13 @@ def _reporter(comm, config, index: int):
 
 def _fault_injection(config, index: int, comm):
     """Tests only: with PDD_RAY_FAIL_ONCE_DIR set, the last worker dies once per run, just after a first checkpoint."""
-    from pdd_ray.experts.buffer import _maybe_fail_once
+    from pdd_ray.experts.buffer import maybe_fail_once
 
     fail_at = config.stages.checkpoint_every + 1
 
     def hook(iteration: int) -> None:
         if iteration == fail_at and comm.rank == comm.world_size - 1:
-            _maybe_fail_once(str(Path(config.out) / "parallel"), comm.rank)
+            maybe_fail_once(str(Path(config.out) / "parallel"), comm.rank)
     return hook
 
 

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pdd_ray.distill.config import DistillConfig
-from pdd_ray.evaluation import EvalResult, evaluate_synthetic
 from pdd_ray.provenance import now, write_json
 from pdd_ray.sweep.plan import SweepPlan
 from pdd_ray.sweep.space import StepCounter, trial_name
@@ -64,11 +63,11 @@ def distil_and_score(config: DistillConfig, params: dict, report) -> dict:
         report({"val_accuracy": accuracy, "step": steps.at(stage, iteration), "stage": stage + 1,
                 "iteration": iteration})
 
-    summary = run_pdd(config, progress=False, on_validation=on_validation)
-    val = validation_accuracy(config)
+    summary = run_pdd(config, progress=False, on_validation=on_validation, score_validation=True)
+    val = summary["val"]
     metrics = summary.get("metrics") or {}
     pdd = metrics.get("pdd") or {}
-    result = {**trial_record(params, config), "val_accuracy": val.mean, "val_std": val.std,
+    result = {**trial_record(params, config), "val_accuracy": val["mean"], "val_std": val["std"],
               "test_accuracy": pdd.get("mean"), "test_std": pdd.get("std"),
               "random_real_test_accuracy": (metrics.get("random_real") or {}).get("mean"),
               "protocol": protocol_text(config), "finished": now()}
@@ -84,24 +83,6 @@ def final_report(result: dict, config: DistillConfig) -> dict:
     if result.get("test_accuracy") is not None:
         out["test_accuracy"] = result["test_accuracy"]
     return out
-
-
-def validation_accuracy(config: DistillConfig) -> EvalResult:
-    """The final synthetic set on the validation split, with the protocol of the test evaluation."""
-    from pdd_ray import synset as synset_io
-    from pdd_ray.data.bundle import create_dataset
-    from pdd_ray.distill.driver import synthetic_dir
-    from pdd_ray.jobs.common import make_augment, model_factory
-    from pdd_ray.train.loop import resolve_device
-
-    data = create_dataset(config.data)
-    synset = synset_io.load(synthetic_dir(config))
-    ev = config.eval
-    make_model = model_factory(config.model, data.image_shape, data.num_classes, resolve_device(config.device))
-    return evaluate_synthetic(synset.stages, (data.val.images, data.val.labels), make_model, mode=ev.mode,
-                              runs=ev.runs, epochs=ev.epochs, lr=ev.lr, batch_size=ev.batch_size,
-                              momentum=ev.momentum, weight_decay=ev.weight_decay,
-                              augment=make_augment(config.augment), seed=ev.seed, progress=False)
 
 
 def protocol_text(config: DistillConfig) -> str:
