@@ -84,6 +84,9 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
         raise UserError(f"the validation split has {len(data.val)} images for {data.num_classes} classes; "
                         "raise data.val_size")
     synset = load_or_start(config, data)
+    if config.parallel.workers > 1:
+        from pdd_ray.parallel.trainer import check_before_compute
+        check_before_compute(config)  # not after minutes of expert training
     for index in range(len(synset.stages), config.stages.num_stages):
         if config.method == "mtt":
             ensure_experts(config, index, progress)

@@ -106,6 +106,17 @@ def check_capacity(p, cluster: dict, remote: bool) -> None:
     log.warning("%s; waiting for the cluster to scale up", message)
 
 
+def check_before_compute(config) -> None:
+    """Before experts are built: a worker group that a fresh local Ray on this machine could never place."""
+    import ray
+
+    from pdd_ray.cluster import resolve_address
+    if config.parallel.workers < 2 or ray.is_initialized() or resolve_address(config.address) is not None:
+        return
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    check_capacity(config.parallel, {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}, remote=False)
+
+
 def _resources(p) -> dict:
     resources = {"CPU": p.cpus_per_worker}
     if p.use_gpu:
@@ -193,4 +204,4 @@ def _fault_injection(config, index: int, comm):
     return hook
 
 
-__all__ = ["distill_stage_on_workers", "worker_loop", "absolute_paths", "check_capacity"]
+__all__ = ["distill_stage_on_workers", "worker_loop", "absolute_paths", "check_capacity", "check_before_compute"]

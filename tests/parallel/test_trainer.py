@@ -96,3 +96,14 @@ def test_a_worker_group_that_cannot_fit_fails_fast_locally_and_waits_on_a_remote
     with pytest.raises(UserError, match="GPU"):
         check_capacity(ParallelConfig(workers=2, use_gpu=True, gpus_per_worker=0.5), {"CPU": 8.0}, remote=False)
     check_capacity(ParallelConfig(workers=3), {"CPU": 2.0}, remote=True)  # an autoscaler may add nodes
+
+
+def test_a_local_worker_group_too_big_for_this_machine_fails_before_any_expert_is_trained(
+        tmp_path, tiny_fashion_root, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    config = load_config(DistillConfig, None, [f"data.root={tiny_fashion_root}", f"out={tmp_path / 'run'}",
+                                               *SHORT, "method=mtt", "parallel.workers=3"])
+    with pytest.raises(UserError, match="needs 3 CPU"):
+        run_pdd(config, progress=False)
+    assert not (tmp_path / "run" / "experts").exists()
