@@ -207,6 +207,10 @@ def from_dict(cls: type[C], data: dict, where: str = "") -> C:
     """Instantiate dataclass ``cls`` from a nested dict, checking names and types."""
     if not isinstance(data, dict):
         raise UserError(f"'{where or 'config'}' must be a mapping, got {data!r}")
+    if hasattr(cls, "with_presets"):
+        # A config whose defaults depend on one of its own values (a base method's preset):
+        # the preset goes under the user's keys, so what the user set always wins.
+        data = cls.with_presets(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -251,6 +255,17 @@ def _coerce(hint, value, where: str):
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise UserError(f"'{where}' must be {hint.__name__}, got {value!r}")
     return value
+
+
+def merge_under(defaults: dict, data: dict) -> dict:
+    """``data`` laid over ``defaults``, section by section (a preset under the user's values)."""
+    merged = dict(defaults)
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_under(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def validate(config) -> None:
