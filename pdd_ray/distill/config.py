@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device
-from pdd_ray.distill.gradient_matching import PRESETS, GMConfig
+from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, merge_under
+from pdd_ray.distill.gradient_matching import GMConfig
+from pdd_ray.distill.methods import METHODS, create_method
 from pdd_ray.distill.mtt import MTTConfig
 from pdd_ray.errors import UserError
 from pdd_ray.experts.buffer import ExpertsConfig
 from pdd_ray.parallel.config import ParallelConfig
 
-METHODS = ("mtt", "idc", "dsa", "dc")
+VALIDATION_STARTS = ("progressive", "scratch")
 
 
 @dataclass
@@ -21,21 +22,32 @@ class StagesConfig:
     num_stages: int = 5
     ipc: int = 2
     iterations: int = 5000
-    eval_every: int = 500  # validation check (picks the best iteration of each stage)
-    eval_epochs: int = 300  # training epochs of that check
+    # Validation check, which picks each stage's best iterate (reference: every 100 iterations,
+    # 5 nets, 1000 epochs). The nets continue from where progressive training on U_1 … U_{i-1}
+    # ends under the evaluation protocol (``validation_start: scratch``: union training from a fresh net).
+    eval_every: int = 100
+    eval_epochs: int = 1000  # epochs of the candidate's phase (U_{i-1} ∪ S_i)
+    val_nets: int = 5
+    validation_start: str = "progressive"
     checkpoint_every: int = 100
     conditioning: bool = True  # off: S_i is matched alone, as if no earlier stage existed
     transitions: bool = True  # off: every stage reuses the stage-1 (random-init) experts
-    forgetting_curriculum: bool = False  # stage i initialises from examples forgotten >= (i-1)*bin_width times
+    # Stage i (1-based) distils the examples forgotten in [w(i-1), w·i) times (paper Sec. 5, Table 6).
+    forgetting_curriculum: bool = False
     forgetting_bin_width: float = 10.0
     lr_min: float = 1e-6  # the learned lr is kept at least this large
 
     def validate(self) -> None:
-        for name in ("num_stages", "ipc", "iterations", "eval_every", "eval_epochs", "checkpoint_every"):
+        for name in ("num_stages", "ipc", "iterations", "eval_every", "eval_epochs", "val_nets", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"stages.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr_min <= 0:
             raise UserError(f"stages.lr_min must be > 0, got {self.lr_min}")
+        if self.validation_start not in VALIDATION_STARTS:
+            raise UserError(f"stages.validation_start must be one of {', '.join(VALIDATION_STARTS)}, "
+                            f"got '{self.validation_start}'")
+        if self.forgetting_bin_width <= 0:
+            raise UserError(f"stages.forgetting_bin_width must be > 0, got {self.forgetting_bin_width}")
 
 
 @dataclass
@@ -51,7 +63,7 @@ class DistillConfig:
     evaluate: bool = True  # final test-set evaluation and report
     stages: StagesConfig = field(default_factory=StagesConfig)
     mtt: MTTConfig = field(default_factory=MTTConfig)
-    gm: GMConfig | None = None  # None: the preset of ``method`` (idc / dsa / dc)
+    gm: GMConfig = field(default_factory=GMConfig)  # the preset of ``method`` under the user's values
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -59,29 +71,29 @@ class DistillConfig:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(mode="progressive"))
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
+    @classmethod
+    def with_presets(cls, data: dict) -> dict:
+        """The base method's preset laid under the user's values (``method=dsa gm.lr_img=0.05`` is DSA)."""
+        name = data.get("method", cls.method)
+        return merge_under(create_method(name).preset(), data) if name in METHODS else data
+
+    @property
+    def base(self):
+        """The base method's registry entry."""
+        return create_method(self.method)
+
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        base = self.base  # a UserError listing the methods for an unknown name
         check_device(self.device)
         if self.data.val_size < 1:
             raise UserError("data.val_size must be >= 1: each stage's best iteration is chosen on the validation split")
-        if self.method == "mtt":
-            self.mtt.validate()
-            self._check_expert_epochs()
-            if self.device.startswith("cuda") and self.experts.gpus_per_expert == 0:
-                raise UserError("device=cuda needs experts.gpus_per_expert > 0 (Ray hides GPUs from tasks without one)")
-        else:
-            self.gm_config().validate()
-        if self.method == "dsa" and not self.augment.dsa:
-            raise UserError("method=dsa needs augment.dsa=true (without it, it is method=dc)")
-        if self.stages.forgetting_curriculum:
-            self._check_forgetting_source()
+        base.check(self)
         self._check_parallel()
 
     def _check_parallel(self) -> None:
         p = self.parallel
-        if p.split == "batch" and self.method != "mtt":
-            raise UserError("parallel.split=batch is for method=mtt; gradient matching splits by class (items)")
+        if p.split == "batch" and not self.base.shards_batch:
+            raise UserError(f"parallel.split=batch is for method=mtt; {self.method} splits by class (items)")
         if p.split == "batch" and p.workers > 1 and not self.mtt.memory_saving:
             raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
         if p.split == "batch" and p.workers > 1 and (self.mtt.batch_syn or p.workers) < p.workers:
@@ -90,23 +102,3 @@ class DistillConfig:
             raise UserError("parallel.use_gpu=true contradicts device=cpu")
         if p.workers > 1 and not p.use_gpu and self.device.startswith("cuda"):
             raise UserError(f"device={self.device} needs parallel.use_gpu=true (Ray hides GPUs from CPU workers)")
-
-    def _check_expert_epochs(self) -> None:
-        needed = self.mtt.max_start_epoch + self.mtt.expert_epochs + 1
-        have = self.experts.recipe.num_snapshots
-        if self.buffer is None and have < needed:
-            raise UserError(f"experts keep {have} snapshots but matching needs {needed} "
-                            f"(mtt.max_start_epoch + mtt.expert_epochs + 1): raise experts.recipe.epochs "
-                            "(and store_epochs) or lower mtt.max_start_epoch")
-
-    def _check_forgetting_source(self) -> None:
-        if self.method == "mtt" and self.buffer is None and not self.experts.track_forgetting:
-            raise UserError("stages.forgetting_curriculum needs experts.track_forgetting=true "
-                            "(the stage-1 experts count the forgetting events)")
-        if self.method != "mtt" and self.buffer is None:
-            raise UserError("stages.forgetting_curriculum with a gradient-matching base needs buffer= pointing "
-                            "at an expert buffer built with track_forgetting=true")
-
-    def gm_config(self):
-        """The gradient-matching section, or the method's preset when none was given."""
-        return self.gm if self.gm is not None else PRESETS[self.method]

@@ -1,16 +1,16 @@
-"""The PDD stage driver: experts -> stage 1 .. P (each conditioned on the earlier ones) -> synthetic set.
+"""The PDD stage driver: for each stage, the method's preparation -> S_i distilled against its matcher.
 
-    OUT/experts/stage_<i>/     expert buffers (MTT): random init for stage 1, transition init after
+    OUT/experts/stage_<i>/     expert buffers (MTT): the transition chain (``transitions.py``)
     OUT/stages/stage_<i>.ckpt  the running stage's checkpoint
     OUT/synthetic/             the synthetic-set directory, one stage appended as each finishes
 
-Finished stages are read back, never recomputed or overwritten; the running
-stage resumes from its checkpoint.
+Everything method-specific is asked of the base method's registry entry
+(``pdd_ray.distill.methods``). Finished stages are read back, never recomputed
+or overwritten; the running stage resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -24,18 +24,16 @@ from pdd_ray.config import to_dict
 from pdd_ray.data.bundle import DataBundle
 from pdd_ray.distill.base import SyntheticState
 from pdd_ray.distill.config import DistillConfig
-from pdd_ray.distill.init import forgetting_partition, init_from_real
+from pdd_ray.distill.curriculum import stage_partition
+from pdd_ray.distill.init import init_from_real
+from pdd_ray.distill.methods import MatcherContext
 from pdd_ray.distill.stage import StageSettings, distill_stage
+from pdd_ray.distill.transitions import synthetic_dir
+from pdd_ray.distill.validation import ProgressiveValidator
 from pdd_ray.errors import UserError
-from pdd_ray.evaluation import evaluate_synthetic
 from pdd_ray.jobs.common import make_augment, model_factory
-from pdd_ray.storage import is_uri, resolve_input_dir
+from pdd_ray.storage import is_uri
 from pdd_ray.visualize import save_image_grid
-
-
-def synthetic_dir(config: DistillConfig) -> Path:
-    """Where the synthetic set of a run lives."""
-    return Path(config.out) / "synthetic"
 
 
 def load_or_start(config: DistillConfig, data: DataBundle) -> synset_io.SyntheticSet:
@@ -57,15 +55,16 @@ def load_or_start(config: DistillConfig, data: DataBundle) -> synset_io.Syntheti
 
 # Settings that change what a stage computes; out/device/address/evaluation/worker count do not.
 FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval", "parallel")
+METHOD_SECTIONS = ("mtt", "gm")  # each method adds back its own (``BaseMethod.fingerprint``)
 
 
 def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
     """sha256 of the settings that determine the distilled images (plus ``extra`` bytes)."""
-    relevant = {k: v for k, v in to_dict(config).items() if k not in FINGERPRINT_EXCLUDES}
+    relevant = {k: v for k, v in to_dict(config).items() if k not in FINGERPRINT_EXCLUDES + METHOD_SECTIONS}
     relevant["data"] = {k: v for k, v in relevant["data"].items() if k not in ("root", "download")}
     relevant["experts"] = {k: v for k, v in relevant["experts"].items()
                            if k not in ("out", "device", "address", "data", "model", "augment")}
-    relevant["gm"] = to_dict(config.gm_config()) if config.method != "mtt" else None
+    relevant.update(config.base.fingerprint(config))
     # The buffer as an absolute path: workers see absolute paths, and a relative one means the same place.
     relevant["buffer"] = config.buffer if config.buffer is None or is_uri(config.buffer) \
         else str(Path(config.buffer).resolve())
@@ -88,8 +87,7 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
         from pdd_ray.parallel.trainer import check_before_compute
         check_before_compute(config)  # not after minutes of expert training
     for index in range(len(synset.stages), config.stages.num_stages):
-        if config.method == "mtt":
-            ensure_experts(config, index, progress)
+        config.base.before_stage(config, data, index, progress)
         hook = (lambda it, i=index: on_iteration(i, it)) if on_iteration else None
         val_hook = (lambda it, acc, i=index: on_validation(i, it, acc)) if on_validation else None
         stage = distill_one(config, data, synset, index, device, progress, hook, val_hook)
@@ -117,16 +115,17 @@ class StageJob:
 def prepare_stage(config: DistillConfig, data: DataBundle, finished: list, index: int, device: torch.device,
                   comm=None) -> StageJob:
     """Initial S_i, matcher, settings and validator of stage ``index`` (0-based), given the finished stages."""
+    base = config.base
     earlier = finished[:index] if config.stages.conditioning else []
-    factor = 1 if config.method == "mtt" else config.gm_config().factor
+    factor = base.factor(config)
     generator = torch.Generator().manual_seed(config.seed * 1000 + index)
-    allowed = _allowed(config, data, index)
+    allowed = stage_partition(config, data, index)
     images, labels = init_from_real(data.train, config.stages.ipc, factor, generator, allowed)
     frozen = _stored_union(earlier, data)
     state = SyntheticState(frozen[0].to(device), frozen[1].to(device), images.to(device).requires_grad_(True),
                            labels.to(device), _initial_lr(config, device))
-    matcher = build_matcher(config, data, finished[:index], index, device, allowed, comm)
-    return StageJob(state, matcher, _settings(config, index), _validator(config, data, earlier, labels, factor, device),
+    matcher = base.build_matcher(MatcherContext(config, data, finished[:index], index, device, allowed, comm))
+    return StageJob(state, matcher, _settings(config, index), build_validator(config, data, earlier, labels, device),
                     stage_fingerprint(config, index, frozen[0]), factor,
                     Path(config.out) / "stages" / f"stage_{index + 1}.ckpt")
 
@@ -149,7 +148,7 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
         # Built here too, on the CPU: it checks data and buffer before any worker starts, and gives the
         # fingerprint and labels the workers will use.
         job = prepare_stage(config, data, synset.stages, index, torch.device("cpu"))
-        outcome = distill_stage_on_workers(config, synset.stages[:index], index, job)
+        outcome = distill_stage_on_workers(config, synset.stages[:index], index, job, prepare_stage)
     else:
         job = prepare_stage(config, data, synset.stages, index, device)
         outcome = distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
@@ -169,108 +168,24 @@ def _stored_union(stages: list, data: DataBundle) -> tuple[torch.Tensor, torch.T
 
 
 def _initial_lr(config: DistillConfig, device) -> torch.Tensor | None:
-    if config.method != "mtt":
-        return None
-    return torch.tensor(config.mtt.lr_teacher, device=device).requires_grad_(True)
+    lr = config.base.initial_lr(config)
+    return None if lr is None else torch.tensor(lr, device=device).requires_grad_(True)
 
 
 def _settings(config: DistillConfig, index: int) -> StageSettings:
-    s = config.stages
-    mtt = config.method == "mtt"
-    return StageSettings(iterations=s.iterations, lr_img=config.mtt.lr_img if mtt else config.gm_config().lr_img,
-                         lr_lr=config.mtt.lr_lr if mtt else None, eval_every=s.eval_every,
-                         checkpoint_every=s.checkpoint_every, lr_min=s.lr_min, seed=config.seed * 1000 + 500 + index)
+    s, base = config.stages, config.base
+    return StageSettings(iterations=s.iterations, lr_img=base.lr_img(config), lr_lr=base.lr_lr(config),
+                         eval_every=s.eval_every, checkpoint_every=s.checkpoint_every, lr_min=s.lr_min,
+                         seed=config.seed * 1000 + 500 + index)
 
 
-def _allowed(config: DistillConfig, data: DataBundle, index: int) -> torch.Tensor | None:
-    """Positions in ``data.train`` a stage may initialise from (forgetting curriculum), or None."""
-    if not config.stages.forgetting_curriculum or index == 0:
-        return None
-    from pdd_ray.selection.forgetting import load_scores
-    path = expert_dir(config, 0) / "forgetting.safetensors"
-    if not path.is_file():
-        raise UserError(f"forgetting_curriculum needs {path}: build the stage-1 experts with track_forgetting=true")
-    scores, disk_indices = load_scores(path)
-    by_disk = dict(zip(disk_indices.tolist(), scores.tolist()))
-    missing = [i for i in data.train_indices.tolist() if i not in by_disk]
-    if missing:
-        raise UserError(f"{path} has no forgetting score for {len(missing)} training examples (e.g. #{missing[0]}): "
-                        "it was built on a different split; rebuild the buffer with this data config")
-    train_scores = torch.tensor([by_disk[i] for i in data.train_indices.tolist()])
-    return forgetting_partition(train_scores, index, config.stages.forgetting_bin_width, data.train.labels,
-                                keep_at_least=config.stages.ipc * config.gm_config().factor ** 2
-                                if config.method != "mtt" else config.stages.ipc)
-
-
-def _validator(config: DistillConfig, data: DataBundle, earlier: list, labels: torch.Tensor, factor: int, device):
-    """Validation accuracy of a candidate S_i: a fresh net trained on U_{i-1} ∪ S_i, scored on the val split."""
-    make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
-    augment = make_augment(config.augment)
-    labels = labels.cpu()
-
-    def validate(images: torch.Tensor, lr: float | None) -> float:
-        candidate = synset_io.Stage(images.cpu(), labels, lr, {"factor": factor})
-        result = evaluate_synthetic(earlier + [candidate], (data.val.images, data.val.labels), make_model,
-                                    mode="union", runs=1, epochs=config.stages.eval_epochs, lr=config.eval.lr,
-                                    batch_size=config.eval.batch_size, augment=augment, seed=config.seed,
-                                    progress=False)
-        return result.final[0]
-
-    return validate
-
-
-def build_matcher(config: DistillConfig, data: DataBundle, earlier: list, index: int, device,
-                  allowed: torch.Tensor | None = None, comm=None):
-    """The base method's matcher for stage ``index`` (``earlier``: the finished stages; ``comm``: workers)."""
-    make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
-    augment = None if config.method == "dc" else make_augment(config.augment)  # DC is DSA without augmentation
-    if config.method == "mtt":
-        from pdd_ray.distill.mtt import MTTMatcher
-        from pdd_ray.models import FlatForward
-        from pdd_ray.trajectories import TrajectoryStore
-        model = make_model()
-        store = TrajectoryStore.open(expert_dir(config, index), layout=None)
-        return MTTMatcher(config.mtt, store, FlatForward(model), augment, device, comm,
-                          shard_batch=config.parallel.split == "batch")
-    from pdd_ray.distill.gradient_matching import GradientMatcher
-    real = data.train if allowed is None else data.train.subset(allowed)  # the stage's forgetting partition
-    transition = earlier and config.stages.transitions  # IDC's transition: the net first learns the earlier sets
-    return GradientMatcher(config.gm_config(), real, make_model, augment, device,
-                           warmup=_warmup(config, earlier, augment) if transition else None,
-                           seed=config.seed * 1000 + index, comm=comm)
-
-
-def _warmup(config: DistillConfig, earlier: list, augment):
-    """IDC base: the matching network first trains on the union of the earlier sets."""
-    from pdd_ray.evaluation.protocol import phases_for, train_on_phases
-
-    def warmup(net):
-        train_on_phases(net, phases_for(earlier, "union", config.stages.eval_epochs, config.eval.lr),
-                        batch_size=config.eval.batch_size, augment=augment)
-    return warmup
-
-
-def ensure_experts(config: DistillConfig, index: int, progress: bool) -> None:
-    """Build (or finish) the expert buffer stage ``index`` needs; a given stage-1 buffer is used as is."""
-    given_buffer = index == 0 and config.buffer is not None
-    reuses_stage_1 = index > 0 and not config.stages.transitions
-    if given_buffer or reuses_stage_1:
-        return
-    from pdd_ray.experts.buffer import build_buffer
-    build_buffer(experts_config(config, index), progress=progress)
-
-
-def expert_dir(config: DistillConfig, index: int) -> Path:
-    """The expert buffer stage ``index`` matches against."""
-    if index == 0 or not config.stages.transitions:
-        # A URI buffer (s3://, gs://, ...) is mirrored into the local cache once; later calls fetch nothing new.
-        return resolve_input_dir(config.buffer) if config.buffer else Path(config.out) / "experts" / "stage_1"
-    return Path(config.out) / "experts" / f"stage_{index + 1}"
-
-
-def experts_config(config: DistillConfig, index: int):
-    """The ExpertsConfig that builds stage ``index``'s buffer (transition init from the synthetic dir)."""
-    transition = str(synthetic_dir(config)) if index > 0 and config.stages.transitions else None
-    return dataclasses.replace(config.experts, out=str(expert_dir(config, index)), seed=config.seed + 7919 * index,
-                               device=config.device, address=config.address, transition=transition,
-                               data=config.data, model=config.model, augment=config.augment)
+def build_validator(config: DistillConfig, data: DataBundle, earlier: list, labels: torch.Tensor, device):
+    """The stage's validation check (``pdd_ray.distill.validation``), under the evaluation protocol."""
+    ev, st = config.eval, config.stages
+    protocol = {"lr": ev.lr, "batch_size": ev.batch_size, "momentum": ev.momentum, "weight_decay": ev.weight_decay,
+                "schedule": ev.schedule}
+    return ProgressiveValidator(earlier, labels, config.base.factor(config),
+                                model_factory(config.model, data.image_shape, data.num_classes, device),
+                                (data.val.images, data.val.labels), nets=st.val_nets, epochs=st.eval_epochs,
+                                earlier_epochs=ev.epochs, protocol=protocol, seed=ev.seed,
+                                augment=make_augment(config.augment), start=st.validation_start)

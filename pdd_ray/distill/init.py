@@ -12,18 +12,21 @@ from pdd_ray.distill.formation import encode_init
 
 def forgetting_partition(scores: torch.Tensor, stage: int, bin_width: float, labels: torch.Tensor,
                          keep_at_least: int) -> torch.Tensor:
-    """Indices allowed at ``stage`` (0-based): forgetting score >= stage * bin_width (Sec. 4.2).
+    """Indices stage ``stage`` (0-based) distils: forgetting scores in [w·stage, w·(stage+1)) (paper Sec. 5).
 
-    Later stages drop the easy (rarely forgotten) examples. A class that would
-    keep fewer than ``keep_at_least`` examples keeps its most-forgotten ones instead.
+    Stages walk up the bins, lowest first: easy (rarely forgotten) examples early, hard
+    ones late. A class with fewer than ``keep_at_least`` examples in its bin keeps the
+    ones whose scores lie nearest the bin instead, so every stage can initialise.
     """
-    threshold = stage * bin_width
+    low, high = stage * bin_width, (stage + 1) * bin_width
     kept = []
     for c in labels.unique().tolist():
         members = torch.nonzero(labels == c, as_tuple=True)[0]
-        allowed = members[scores[members] >= threshold]
+        s = scores[members]
+        allowed = members[(s >= low) & (s < high)]
         if len(allowed) < keep_at_least:
-            order = torch.sort(scores[members], descending=True, stable=True).indices
+            distance = (low - s).clamp(min=0) + (s - high).clamp(min=0)  # 0 inside the bin
+            order = torch.sort(distance, stable=True).indices
             allowed = members[order[:keep_at_least]]
         kept.append(allowed)
     return torch.cat(kept).sort().values

@@ -46,7 +46,9 @@ class ExpertsConfig:
     max_retries: int = 2
     dtype: str = "float32"
     track_forgetting: bool = False
-    transition: str | None = None  # synthetic-set directory: experts start from a net trained on its union
+    transition: str | None = None  # synthetic-set directory: experts train on its union before real data
+    transition_from: str | None = None  # expert buffer: expert k starts from its expert k's snapshot 0 (the chain)
+    train_positions: str | None = None  # safetensors file of training-split positions the experts train on
     recipe: ExpertRecipe = field(default_factory=ExpertRecipe)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -70,6 +72,8 @@ class ExpertsConfig:
             raise UserError("device=cuda needs gpus_per_expert > 0 (e.g. 0.25 for four experts per GPU)")
         if self.transition is not None:
             synset_io.read_manifest(self.transition)
+        if self.transition_from is not None and self.transition is None:
+            raise UserError("transition_from needs transition (the synthetic set the chained experts train on)")
 
 
 def maybe_fail_once(out: str, expert_id: int) -> None:
@@ -82,7 +86,7 @@ def maybe_fail_once(out: str, expert_id: int) -> None:
             raise RuntimeError(f"injected failure for expert {expert_id}")
 
 
-def _expert_task(expert_id, config, num_classes, train, test, transition, progress, threads):
+def _expert_task(expert_id, config, num_classes, train, test, transition, start, progress, threads):
     """Body of one Ray task (kept module-level so Ray can ship it)."""
     from pdd_ray.jobs.common import make_augment, model_factory
     from pdd_ray.train.loop import resolve_device
@@ -93,7 +97,7 @@ def _expert_task(expert_id, config, num_classes, train, test, transition, progre
     make_model = model_factory(config.model, tuple(train[0].shape[1:]), num_classes, device)
     result = train_expert(config.seed + expert_id, make_model, train, test, config.recipe,
                           make_augment(config.augment), transition, config.track_forgetting,
-                          on_epoch=lambda _: progress.add.remote(1))
+                          on_epoch=lambda _: progress.add.remote(1), start=start)
     return expert_id, result
 
 
@@ -131,6 +135,8 @@ def _build(config: ExpertsConfig, progress: bool, after_save=None) -> dict:
     from pdd_ray.trajectories import TrajectoryStore
 
     data = create_dataset(config.data)
+    if config.train_positions:
+        data.train = data.train.subset(read_positions(config.train_positions, len(data.train)))
     transition = _transition_union(config.transition, data) if config.transition else None
     store = TrajectoryStore.create(
         config.out, dataset=data.name, preprocessing=data.preprocessor.describe(),
@@ -158,8 +164,9 @@ def _run_tasks(config, store, data, transition, todo, show_progress, after_save=
                                             retry_exceptions=RETRIED)
     threads = max(1, int(config.cpus_per_expert))
     transition_ref = ray.put(transition)  # one copy in the object store, however many experts
-    pending = [task.remote(i, config, data.num_classes, train_ref, test_ref, transition_ref, counter, threads)
-               for i in todo]
+    starts = chain_starts(config.transition_from, todo)
+    pending = [task.remote(i, config, data.num_classes, train_ref, test_ref, transition_ref, starts.get(i), counter,
+                           threads) for i in todo]
     total_epochs = len(todo) * config.recipe.epochs  # real-data epochs; the transition warm-up is not counted
     bar = tqdm(total=total_epochs, desc=f"experts 0/{len(todo)}", unit="epoch", disable=not show_progress)
     done, failures = 0, []
@@ -182,6 +189,32 @@ def _run_tasks(config, store, data, transition, todo, show_progress, after_save=
     if failures:
         raise UserError(f"{len(failures)} expert(s) failed after {config.max_retries} retries "
                         f"(completed ones are saved; rerun to resume): {failures[0]}")
+
+
+def chain_starts(previous: str | None, expert_ids: list[int]) -> dict[int, torch.Tensor]:
+    """Snapshot 0 of each expert of the previous stage's buffer: where the chained expert starts."""
+    if previous is None:
+        return {}
+    from pdd_ray.trajectories import TrajectoryStore
+    with TrajectoryStore.open(previous) as store:
+        missing = sorted(set(expert_ids) - set(store.completed()))
+        if missing:
+            raise UserError(f"the transition chain needs expert {missing[0]} of {previous}, which has only "
+                            f"{len(store.completed())} finished experts: raise that buffer's num_experts or lower "
+                            "experts.num_experts")
+        return {i: store.snapshot(i, 0) for i in expert_ids}
+
+
+def read_positions(path: str, limit: int) -> torch.Tensor:
+    """Training-split positions from a safetensors file (``positions``), checked to lie in [0, limit)."""
+    from safetensors.torch import load_file
+    try:
+        positions = load_file(path)["positions"].long()
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"cannot read training positions from {path}: {exc}") from None
+    if positions.dim() != 1 or len(positions) == 0 or positions.min() < 0 or positions.max() >= limit:
+        raise UserError(f"{path}: positions must be a non-empty 1-d list within the training split (< {limit})")
+    return positions
 
 
 def _check_cluster_gpus(config) -> None:
@@ -236,7 +269,26 @@ def _recipe_record(config) -> dict:
     # What must match for a resumed buffer to be one consistent set of experts.
     return {**to_dict(config.recipe), "augment": to_dict(config.augment), "seed": config.seed,
             "data": {k: v for k, v in to_dict(config.data).items() if k not in ("root", "download")},
-            "transition": _content_digest(config.transition)}
+            "transition": _content_digest(config.transition),
+            "transition_from": _buffer_digest(config.transition_from, config.num_experts),
+            "train_positions": _file_digest(config.train_positions)}
+
+
+def _buffer_digest(directory: str | None, num_experts: int) -> str | None:
+    """sha256 over the entries of the experts a chain starts from: chained experts are tied to them."""
+    if directory is None:
+        return None
+    import hashlib
+    import json
+    from pdd_ray.trajectories import TrajectoryStore
+    with TrajectoryStore.open(directory) as store:
+        used = {k: v for k, v in store.manifest.get("experts", {}).items() if int(k) < num_experts}
+        return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()
+
+
+def _file_digest(path: str | None) -> str | None:
+    import hashlib
+    return None if path is None else hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _content_digest(directory: str | None) -> str | None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pdd_ray.evaluation.protocol import Phase, train_on_phases
-from pdd_ray.models.functional import flatten_params
+from pdd_ray.models.functional import flatten_params, load_flat_
 from pdd_ray.selection.forgetting import ForgettingTracker
 from pdd_ray.train.loop import accuracy, make_sgd, train_epoch
 
@@ -28,7 +28,9 @@ class ExpertRecipe:
     momentum: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 256
-    transition_epochs: int = 300  # epochs on the synthetic union before real data (PDD stage > 1)
+    # Epochs on the synthetic union U_i before real data, for the experts of stage i+1 (reference:
+    # ``epoch_eval_train`` 1000, with the evaluation protocol's phase schedule).
+    transition_epochs: int = 1000
 
     @property
     def num_snapshots(self) -> int:
@@ -49,7 +51,8 @@ class ExpertResult:
 
 def transition_init(model: nn.Module, union: tuple[torch.Tensor, torch.Tensor, float], epochs: int,
                     augment, generator: torch.Generator, batch_size: int = 256) -> nn.Module:
-    """Train on the earlier synthetic sets with the evaluation recipe (momentum 0.9, wd 5e-4, learned lr)."""
+    """Train on the synthetic union U_i with its learned lr: fresh SGD (momentum 0.9, wd 5e-4), DSA,
+    the evaluation protocol's phase schedule (x0.1 past half), as the reference's transition does."""
     images, labels, lr = union
     return train_on_phases(model, [Phase(images, labels, lr, epochs)], batch_size=batch_size,
                            augment=augment, generator=generator)
@@ -58,11 +61,18 @@ def transition_init(model: nn.Module, union: tuple[torch.Tensor, torch.Tensor, f
 def train_expert(seed: int, make_model: Callable[[], nn.Module], train: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], recipe: ExpertRecipe, augment=None,
                  transition: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-                 track_forgetting: bool = False, on_epoch: Callable[[int], None] | None = None) -> ExpertResult:
-    """Train one expert from ``seed``; snapshot 0 is where real-data training starts."""
+                 track_forgetting: bool = False, on_epoch: Callable[[int], None] | None = None,
+                 start: torch.Tensor | None = None) -> ExpertResult:
+    """Train one expert from ``seed``; snapshot 0 is where real-data training starts.
+
+    ``start``: a flat parameter vector the network starts from instead of its random init
+    (the transition chain: snapshot 0 of the same expert of the previous stage).
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = make_model()
+    if start is not None:
+        load_flat_(model, start)
     if transition is not None:
         transition_init(model, transition, recipe.transition_epochs, augment, generator, recipe.batch_size)
     device = next(model.parameters()).device

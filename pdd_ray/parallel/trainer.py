@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "stage.ckpt"
 
 
-def distill_stage_on_workers(config, finished: list, index: int, job) -> StageOutcome:
+def distill_stage_on_workers(config, finished: list, index: int, job, prepare) -> StageOutcome:
     """Run stage ``index`` on a Ray Train worker group and return its outcome (also left in ``job.checkpoint_path``).
 
     ``job`` is the driver's own ``StageJob`` for this stage: it supplies the fingerprint a
-    checkpoint must match, checked here before any worker starts.
+    checkpoint must match, checked here before any worker starts. ``prepare(config, data,
+    finished, index, device, comm)`` builds the same job on every worker (the driver passes
+    its own, so this runner never imports the driver).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -58,7 +60,7 @@ def distill_stage_on_workers(config, finished: list, index: int, job) -> StageOu
     p = config.parallel
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"config": config, "finished": finished, "index": index},
+        train_loop_config={"config": config, "finished": finished, "index": index, "prepare": prepare},
         scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=_resources(p)),
         run_config=RunConfig(name=f"stage_{index + 1}_{job.fingerprint[:12]}", storage_path=_storage_path(config),
                              failure_config=FailureConfig(max_failures=p.max_failures),
@@ -137,7 +139,6 @@ def worker_loop(loop_config: dict) -> None:
     import ray.train.torch
 
     from pdd_ray.data.bundle import create_dataset
-    from pdd_ray.distill.driver import prepare_stage
     from pdd_ray.parallel.comm import TorchDistComm
 
     config, finished, index = loop_config["config"], loop_config["finished"], loop_config["index"]
@@ -145,7 +146,7 @@ def worker_loop(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(config.parallel.cpus_per_worker)))
     comm = TorchDistComm(device)
     data = create_dataset(config.data)
-    job = prepare_stage(config, data, finished, index, device, comm)
+    job = loop_config["prepare"](config, data, finished, index, device, comm)
     with tempfile.TemporaryDirectory(prefix="pdd-ray-resume-") as scratch:
         resume_from = _latest(_resume_file(Path(scratch)), job.checkpoint_path)
         distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,

@@ -65,9 +65,9 @@ class SweepPlan:
 
     def trial_config(self, params: dict) -> DistillConfig:
         """A trial's config: its own run directory under WORK/trials, the shared buffer for MTT."""
-        method = self.run_config(params).method
+        needs_experts = self.run_config(params).base.needs_experts
         out = str(Path(self.work_dir) / "trials" / trial_name(params))
-        return self.run_config(params, out=out, buffer=self.buffer if method == "mtt" else None)
+        return self.run_config(params, out=out, buffer=self.buffer if needs_experts else None)
 
     def _base_num_stages(self) -> int:
         return from_dict(DistillConfig, copy.deepcopy(self.base)).stages.num_stages
@@ -90,7 +90,7 @@ def make_plan(config: SweepConfig) -> SweepPlan:
     _check_resources(config, configs)
     plan.max_steps = max(StepCounter(c.stages.iterations, c.stages.eval_every).final(c.stages.num_stages)
                          for c in configs)
-    if any(c.method == "mtt" for c in configs):
+    if any(c.base.needs_experts for c in configs):
         _share_buffer(plan, configs)
     return plan
 
@@ -143,7 +143,7 @@ def _check_resources(config: SweepConfig, configs: list[DistillConfig]) -> None:
 
 def _share_buffer(plan: SweepPlan, configs: list[DistillConfig]) -> None:
     """MTT trials share one stage-1 buffer, so nothing it is built from may vary."""
-    mtt = [c for c in configs if c.method == "mtt"]
+    mtt = [c for c in configs if c.base.needs_experts]
     given = mtt[0].buffer
     if given is None:
         swept = list(plan.config.grid) + list(plan.config.sample)

@@ -65,10 +65,10 @@ def record_sweep(plan: SweepPlan) -> None:
 
 def build_shared_buffer(plan: SweepPlan, echo: Callable[[str], None]) -> None:
     """Build (or finish) the stage-1 expert buffer once, before any trial starts."""
-    from pdd_ray.distill.driver import experts_config
+    from pdd_ray.distill.transitions import experts_config
     from pdd_ray.experts.buffer import build_buffer
 
-    first = next(p for p in check_points(plan.config) if plan.run_config(p).method == "mtt")
+    first = next(p for p in check_points(plan.config) if plan.run_config(p).base.needs_experts)
     config = plan.run_config(first, out=plan.work_dir)  # its OUT/experts/stage_1 is the shared buffer
     summary = build_buffer(experts_config(config, 0))
     echo(f"stage-1 expert buffer: {summary['complete']} expert(s) in {summary['out']} (shared by every trial)")

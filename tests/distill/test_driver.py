@@ -123,7 +123,7 @@ def test_bad_run_configs_fail_before_compute():
 
 
 def test_a_buffer_uri_is_resolved_through_the_storage_layer(tmp_path, tiny_fashion_root):
-    from pdd_ray.distill.driver import expert_dir
+    from pdd_ray.distill.transitions import expert_dir
     (tmp_path / "buffer").mkdir()
     config = _config(tiny_fashion_root, tmp_path / "run", "method=mtt", f"buffer=file://{tmp_path / 'buffer'}")
     assert expert_dir(config, 0) == tmp_path / "buffer"  # file:// is read in place, s3:// etc. mirrored

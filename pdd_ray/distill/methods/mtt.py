@@ -1,0 +1,69 @@
+"""MTT (Cazenavette et al. 2022) as a PDD base: trajectory matching against transition experts."""
+
+from __future__ import annotations
+
+from pdd_ray.distill.methods.base import BaseMethod, MatcherContext
+from pdd_ray.distill.methods.registry import METHODS
+from pdd_ray.errors import UserError
+
+
+class MTT(BaseMethod):
+    """Unrolled student training with a learnable lr, matched to expert snapshots.
+
+    Stage 1 matches experts trained from random init; stage i+1 matches the
+    transition chain (``pdd_ray.distill.transitions``): expert k starts where
+    expert k of stage i started, trained through the synthetic union U_i first.
+    """
+
+    name = "mtt"
+    section = "mtt"
+    needs_experts = True
+    learns_lr = True
+    shards_batch = True
+
+    def lr_lr(self, config) -> float:
+        return config.mtt.lr_lr
+
+    def initial_lr(self, config) -> float:
+        return config.mtt.lr_teacher  # reset at every stage, as the reference does
+
+    def check(self, config) -> None:
+        config.mtt.validate()
+        needed = config.mtt.max_start_epoch + config.mtt.expert_epochs + 1
+        have = config.experts.recipe.num_snapshots
+        if config.buffer is None and have < needed:
+            raise UserError(f"experts keep {have} snapshots but matching needs {needed} "
+                            f"(mtt.max_start_epoch + mtt.expert_epochs + 1): raise experts.recipe.epochs "
+                            "(and store_epochs) or lower mtt.max_start_epoch")
+        if config.device.startswith("cuda") and config.experts.gpus_per_expert == 0:
+            raise UserError("device=cuda needs experts.gpus_per_expert > 0 (Ray hides GPUs from tasks without one)")
+        if config.stages.forgetting_curriculum and config.buffer is None and not config.experts.track_forgetting:
+            raise UserError("stages.forgetting_curriculum needs experts.track_forgetting=true "
+                            "(the stage-1 experts count the forgetting events)")
+
+    def before_stage(self, config, data, index: int, progress: bool) -> None:
+        from pdd_ray.distill.curriculum import stage_partition
+        from pdd_ray.distill.transitions import chained, ensure_experts
+        # Chained experts of a forgetting curriculum train on their stage's partition.
+        partition = stage_partition(config, data, index) if chained(config, index) else None
+        ensure_experts(config, index, progress, partition)
+
+    def build_matcher(self, ctx: MatcherContext):
+        from pdd_ray.distill.mtt import MTTMatcher
+        from pdd_ray.distill.transitions import expert_dir
+        from pdd_ray.jobs.common import model_factory
+        from pdd_ray.models import FlatForward
+        from pdd_ray.trajectories import TrajectoryStore
+        config, data = ctx.config, ctx.data
+        model = model_factory(config.model, data.image_shape, data.num_classes, ctx.device)()
+        store = TrajectoryStore.open(expert_dir(config, ctx.index), layout=None)
+        return MTTMatcher(config.mtt, store, FlatForward(model), self.augment(config), ctx.device, ctx.comm,
+                          shard_batch=config.parallel.split == "batch")
+
+    def describe(self, config) -> str:
+        m = config.mtt
+        return (f"mtt (syn_steps {m.syn_steps}, expert_epochs {m.expert_epochs}, max_start_epoch "
+                f"{m.max_start_epoch}, lr_img {m.lr_img:g}, lr_lr {m.lr_lr:g})")
+
+
+METHODS.register("mtt")(MTT())
