@@ -18,10 +18,17 @@ def default_depth(image_size: int) -> int:
 
 
 class ConvNet(nn.Module):
-    """``depth`` x [conv3x3(width) -> norm -> act -> pool], then a linear classifier."""
+    """``depth`` x [conv3x3(width) -> norm -> act -> pool], then a linear classifier.
+
+    As in the reference ConvNet, the first conv pads by 3 (not 1) when the
+    input has one channel, so a 1x28x28 image leaves it at 32x32 and ends as
+    the same 4x4 map a 32-px RGB image does (128*4*4 = 2048 features at width
+    128, depth 3). ``mono_pad=False`` gives the plain padding-1 net instead.
+    """
 
     def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 128,
-                 depth: int | None = None, norm: str = "instancenorm", act: str = "relu", pool: str = "avgpool"):
+                 depth: int | None = None, norm: str = "instancenorm", act: str = "relu", pool: str = "avgpool",
+                 mono_pad: bool = True):
         super().__init__()
         depth = default_depth(image_size) if depth is None else depth
         if width < 1 or depth < 1:
@@ -29,8 +36,10 @@ class ConvNet(nn.Module):
         if act not in ACTIVATIONS or pool not in POOLS:
             raise UserError(f"ConvNet act must be one of {sorted(ACTIVATIONS)} and pool one of {sorted(POOLS)}")
         layers, size, in_ch = [], image_size, channels
-        for _ in range(depth):
-            layers += [nn.Conv2d(in_ch, width, 3, padding=1), make_norm(norm, width), ACTIVATIONS[act]()]
+        for d in range(depth):
+            pad = 3 if (mono_pad and channels == 1 and d == 0) else 1
+            size += 2 * pad - 2  # a 3x3 conv with stride 1
+            layers += [nn.Conv2d(in_ch, width, 3, padding=pad), make_norm(norm, width), ACTIVATIONS[act]()]
             if pool != "none":
                 if size < 2:
                     raise UserError(f"ConvNet depth {depth} pools a {image_size}px image below 1px")

@@ -28,15 +28,21 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """3x3 stem (no max-pool, as for 32-px CIFAR), four stages, global average pool."""
+    """3x3 stem (no max-pool, as for 32-px CIFAR), four stages, global average pool.
+
+    Stage widths are ``base``, 2x, 4x, 8x: the standard 64-128-256-512 by
+    default, as in the reference ResNet-10/18 (about 11.2M parameters for
+    ResNet-18 on 3x32x32, 10 classes). The registry entries always use 64;
+    ``model.width`` is a ConvNet option and does not reach them.
+    """
 
     def __init__(self, blocks: tuple[int, ...], channels: int, num_classes: int, image_size: int,
-                 norm: str = "instancenorm", width: int = 64):
+                 norm: str = "instancenorm", base: int = 64):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), make_norm(norm, width), nn.ReLU())
-        stages, in_ch = [], width
+        self.stem = nn.Sequential(nn.Conv2d(channels, base, 3, 1, 1, bias=False), make_norm(norm, base), nn.ReLU())
+        stages, in_ch = [], base
         for i, n in enumerate(blocks):
-            out_ch = width * 2**i
+            out_ch = base * 2**i
             for j in range(n):
                 stages.append(BasicBlock(in_ch, out_ch, 2 if (i > 0 and j == 0) else 1, norm))
                 in_ch = out_ch
@@ -53,8 +59,9 @@ class ResNet(nn.Module):
 
 
 def _resnet(blocks, kwargs) -> ResNet:
-    # ResNet has its own fixed depth; ignore ConvNet-only options passed through configs.
-    for key in ("depth", "act", "pool"):
+    # ResNet has its own fixed depth and widths (64-128-256-512); ignore the
+    # ConvNet-only options configs pass through, ``width`` included.
+    for key in ("depth", "act", "pool", "width", "mono_pad"):
         kwargs.pop(key, None)
     return ResNet(blocks, **kwargs)
 
