@@ -18,8 +18,8 @@ def test_zca_whitens_round_trips_and_survives_serialisation():
     x = 0.5 * base + 0.5 * base.roll(1, dims=3)  # correlated neighbouring pixels
     pre = Preprocessor.fit(x, [0.5], [0.25], zca=True)
     y = pre(x)
-    # ZCA with eps: cov(y) = U diag(l / (l + eps)) U^T where cov(normalised x) = U diag(l) U^T
-    lam, U = torch.linalg.eigh(torch.cov(((x - 0.5) / 0.25).flatten(1).T).double())
+    # ZCA with eps on raw pixels (no mean/std first): cov(y) = U diag(l / (l + eps)) U^T where cov(x) = U diag(l) U^T
+    lam, U = torch.linalg.eigh(torch.cov(x.flatten(1).T).double())
     expected = U @ torch.diag(lam / (lam + 0.1)) @ U.T
     assert torch.allclose(torch.cov(y.flatten(1).T).double(), expected, atol=1e-3)
     assert torch.allclose(pre.inverse(y), x, atol=1e-4)
