@@ -1,6 +1,7 @@
 """Matching Training Trajectories (MTT, Cazenavette et al. 2022) as a PDD base method.
 
-One work item = one expert trajectory and start epoch t. The student starts at the
+One work item = one expert trajectory and start epoch t ~ U{0..max_start_epoch-1}
+(numpy's ``randint(0, max_start_epoch)`` in the reference). The student starts at the
 expert's parameters θ*_t, takes ``syn_steps`` SGD steps with the learnable lr on
 (DSA-augmented) minibatches of the synthetic union, and the loss is how far it ends
 from θ*_{t+M}, normalised by how far the expert itself moved:
@@ -58,7 +59,9 @@ class MTTConfig:
     syn_steps: int = 20
     expert_epochs: int = 2
     max_start_epoch: int = 20
-    batch_syn: int | None = None  # None: the whole union each step
+    # Student minibatch size. None (the reference default): classes x this stage's ipc, i.e. the
+    # number of live images, drawn from the whole union (frozen + live). 0: the whole union each step.
+    batch_syn: int | None = None
     lr_img: float = 1000.0  # used by the driver's optimiser, kept here for config completeness
     lr_lr: float = 1e-5
     lr_teacher: float = 0.01  # initial learnable lr
@@ -66,14 +69,24 @@ class MTTConfig:
     memory_saving: bool = False
 
     def validate(self) -> None:
-        """Raise UserError on non-positive counts or rates (max_start_epoch may be 0)."""
+        """Raise UserError on non-positive counts or rates (batch_syn may be 0: the whole union)."""
         for name in ("syn_steps", "expert_epochs", "trajectories_per_iteration", "lr_img", "lr_lr", "lr_teacher"):
             if not getattr(self, name) > 0:
                 raise UserError(f"mtt.{name} must be > 0, got {getattr(self, name)}")
-        if self.max_start_epoch < 0:
-            raise UserError(f"mtt.max_start_epoch must be >= 0, got {self.max_start_epoch}")
-        if self.batch_syn is not None and self.batch_syn < 1:
-            raise UserError(f"mtt.batch_syn must be >= 1 or None (whole union), got {self.batch_syn}")
+        if self.max_start_epoch < 1:
+            raise UserError(f"mtt.max_start_epoch must be >= 1 (start epochs are drawn from 0..max_start_epoch-1), "
+                            f"got {self.max_start_epoch}")
+        if self.batch_syn is not None and self.batch_syn < 0:
+            raise UserError(f"mtt.batch_syn must be >= 1, 0 (whole union) or None (classes x ipc), "
+                            f"got {self.batch_syn}")
+
+    def student_batch(self, live: int, union: int) -> int:
+        """The minibatch size for a stage with ``live`` new images in a union of ``union``."""
+        if self.batch_syn is None:
+            return min(live, union)
+        if self.batch_syn == 0:
+            return union
+        return min(self.batch_syn, union)
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,12 @@ class MTTWorkItem:
 
 
 def batch_schedule(union_size: int, steps: int, batch: int | None, seed: int) -> list[torch.Tensor]:
-    """Minibatch indices into the union for each step: chunks of a random permutation, reshuffled when used up."""
-    batch = union_size if batch is None else min(batch, union_size)
+    """Minibatch indices into the union for each step: chunks of a random permutation, reshuffled when used up.
+
+    ``batch`` None or 0 means the whole union every step (``MTTConfig.student_batch``
+    resolves the config's None to the live-image count before calling this).
+    """
+    batch = union_size if not batch else min(batch, union_size)
     generator = torch.Generator().manual_seed(seed)
     schedule: list[torch.Tensor] = []
     chunks: list[torch.Tensor] = []
@@ -206,11 +223,11 @@ class MTTMatcher:
                             f"from the trajectory store's ({store.layout.numel}); use the experts' model")
 
     def plan(self, iteration: int, generator: torch.Generator) -> list[MTTWorkItem]:
-        """``trajectories_per_iteration`` items: expert uniform over the complete ones, t ~ U{0..max_start_epoch}."""
+        """``trajectories_per_iteration`` items: expert uniform over the complete ones, t ~ U{0..max_start_epoch-1}."""
         items = []
         for _ in range(self.config.trajectories_per_iteration):
             expert = self.experts[int(torch.randint(len(self.experts), (1,), generator=generator))]
-            start = int(torch.randint(self.config.max_start_epoch + 1, (1,), generator=generator))
+            start = int(torch.randint(self.config.max_start_epoch, (1,), generator=generator))
             seed = int(torch.randint(2**62, (1,), generator=generator))
             items.append(MTTWorkItem(expert, start, seed))
         return items
@@ -228,8 +245,11 @@ class MTTMatcher:
         labels = torch.cat([state.frozen_labels, state.labels]).to(self.device)
         theta0 = self.store.snapshot(item.expert, item.start_epoch).to(self.device, dtype)
         target = self.store.snapshot(item.expert, item.start_epoch + cfg.expert_epochs).to(self.device, dtype)
-        schedule = [idx.to(self.device) for idx in
-                    batch_schedule(len(labels), cfg.syn_steps, cfg.batch_syn, item.seed)]
+        batch = cfg.student_batch(len(state.labels), len(labels))
+        if self.shards_batch and batch < self.comm.world_size:
+            raise UserError(f"parallel.split=batch with {self.comm.world_size} workers needs a student minibatch of "
+                            f">= {self.comm.world_size} images; mtt.batch_syn gives {batch}")
+        schedule = [idx.to(self.device) for idx in batch_schedule(len(labels), cfg.syn_steps, batch, item.seed)]
 
         def step(k: int, theta: torch.Tensor, live: torch.Tensor, lr: torch.Tensor, create_graph: bool) -> torch.Tensor:
             # Union order as SyntheticState.union(): frozen first, so indices mean the same in every replay.

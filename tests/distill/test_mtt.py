@@ -105,7 +105,7 @@ def test_state_is_not_mutated(tmp_path):
 
 
 def test_frozen_images_are_sampled_but_get_no_gradient(tmp_path):
-    matcher = make_matcher(tmp_path, batch_syn=None)  # whole union each step: every frozen image is used
+    matcher = make_matcher(tmp_path, batch_syn=0)  # whole union each step: every frozen image is used
     state = make_state()
     state.frozen_images.requires_grad_(True)  # even a caller's leaf must not receive gradient
     c = matcher.contribution(state, ITEM)
@@ -138,12 +138,12 @@ def test_without_learnable_lr_uses_lr_teacher(tmp_path):
 
 
 def test_plan_is_seeded_and_respects_max_start_epoch(tmp_path):
-    matcher = make_matcher(tmp_path, trajectories_per_iteration=50, max_start_epoch=1)
+    matcher = make_matcher(tmp_path, trajectories_per_iteration=50, max_start_epoch=2)
     a = matcher.plan(0, torch.Generator().manual_seed(7))
     assert a == matcher.plan(0, torch.Generator().manual_seed(7))
     assert a != matcher.plan(0, torch.Generator().manual_seed(8))
     assert len(a) == 50
-    assert {i.start_epoch for i in a} == {0, 1}
+    assert {i.start_epoch for i in a} == {0, 1}  # 0..max_start_epoch-1: the top is excluded
     assert {i.expert for i in a} == {0, 1}
     assert len({i.seed for i in a}) == 50
 
@@ -154,6 +154,7 @@ def test_batch_schedule_reshuffles_when_the_union_is_used_up():
     assert sorted(torch.cat(schedule[:3]).tolist()) == list(range(9))
     assert torch.equal(torch.cat(batch_schedule(9, 6, 4, 0)), torch.cat(schedule))
     assert [len(b) for b in batch_schedule(9, 2, None, 0)] == [9, 9]
+    assert [len(b) for b in batch_schedule(9, 2, 0, 0)] == [9, 9]
 
 
 def test_constructor_errors(tmp_path):
@@ -169,6 +170,6 @@ def test_constructor_errors(tmp_path):
     other = create_model("convnet", 1, CLASSES, SIZE, width=5, depth=2)
     with pytest.raises(UserError, match="layout"):
         MTTMatcher(MTTConfig(max_start_epoch=1), store, FlatForward(other))
-    for bad in ({"syn_steps": 0}, {"lr_lr": 0.0}, {"max_start_epoch": -1}, {"batch_syn": 0}):
+    for bad in ({"syn_steps": 0}, {"lr_lr": 0.0}, {"max_start_epoch": 0}, {"max_start_epoch": -1}, {"batch_syn": -1}):
         with pytest.raises(UserError):
             MTTMatcher(MTTConfig(**bad), store, FlatForward(model))
