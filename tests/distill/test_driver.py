@@ -109,7 +109,7 @@ def test_without_conditioning_stage_two_ignores_stage_one(tmp_path, tiny_fashion
 
 def test_bad_run_configs_fail_before_compute():
     from pdd_ray.errors import UserError
-    cases = [(["method=kip"], "method must be one of"), (["stages.ipc=0"], "stages.ipc"),
+    cases = [(["method=kip"], "unknown method .kip.; choose one of"), (["stages.ipc=0"], "stages.ipc"),
              (["mtt.syn_steps=0"], "syn_steps"), (["method=idc", "gm.distance=cosine"], "distance"),
              (["data.val_size=0"], "val_size"), (["device=gpu"], "device must be"),
              (["method=dsa", "augment.dsa=false"], "method=dc"),
