@@ -10,21 +10,20 @@ its cross-field checks. A new method is one module with one ``@METHODS.register`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:  # types only: methods are imported by the config module itself
-    from pdd_ray.data.bundle import DataBundle
-    from pdd_ray.distill.config import DistillConfig
+# Every ``config`` below is the run's ``DistillConfig`` and ``data`` its ``DataBundle``; they are not
+# imported here because the config module imports this registry to lay presets under the user's keys.
 
 
 @dataclass
 class MatcherContext:
     """Everything a method may use to build stage ``index``'s matcher."""
 
-    config: "DistillConfig"
-    data: "DataBundle"
+    config: Any  # DistillConfig
+    data: Any  # DataBundle
     earlier: list  # the finished stages before this one (synset.Stage)
     index: int  # 0-based stage index
     device: torch.device
@@ -49,47 +48,47 @@ class BaseMethod:
         """Config defaults laid under the user's values (``{section: {...}, "eval": {...}}``)."""
         return {}
 
-    def options(self, config: "DistillConfig"):
+    def options(self, config):
         """The method's own config section, as the run uses it."""
         return getattr(config, self.section)
 
-    def factor(self, config: "DistillConfig") -> int:
+    def factor(self, config) -> int:
         """Multi-formation factor: each stored image decodes into factor² training images."""
         return 1
 
-    def lr_img(self, config: "DistillConfig") -> float:
+    def lr_img(self, config) -> float:
         """Learning rate of the image optimiser."""
         return self.options(config).lr_img
 
-    def lr_lr(self, config: "DistillConfig") -> float | None:
+    def lr_lr(self, config) -> float | None:
         """Learning rate of the learned-lr optimiser (None: no lr is learned)."""
         return None
 
-    def initial_lr(self, config: "DistillConfig") -> float | None:
+    def initial_lr(self, config) -> float | None:
         """Start value of the learned lr of every stage (None: none)."""
         return None
 
-    def augment(self, config: "DistillConfig"):
+    def augment(self, config):
         """The differentiable augmentation used while matching (None: none)."""
         from pdd_ray.jobs.common import make_augment
         return make_augment(config.augment)
 
-    def check(self, config: "DistillConfig") -> None:
+    def check(self, config) -> None:
         """Cross-field checks of a run with this method (UserError on the first problem)."""
         self.options(config).validate()
 
-    def fingerprint(self, config: "DistillConfig") -> dict:
+    def fingerprint(self, config) -> dict:
         """The method's part of the config fingerprint (settings that change the images)."""
         from pdd_ray.config import to_dict
         return {self.section: to_dict(self.options(config))}
 
-    def before_stage(self, config: "DistillConfig", data: "DataBundle", index: int, progress: bool) -> None:
+    def before_stage(self, config, data, index: int, progress: bool) -> None:
         """Work a stage needs before its matcher exists (MTT: build the stage's expert buffer)."""
 
     def build_matcher(self, ctx: MatcherContext):
         """The stage's matcher (see ``pdd_ray.distill.base.Matcher``)."""
         raise NotImplementedError
 
-    def describe(self, config: "DistillConfig") -> str:
+    def describe(self, config) -> str:
         """One line for reports."""
         return self.name
