@@ -84,15 +84,22 @@ EVAL_MODES = ("progressive", "union", "sequential")
 
 @dataclass
 class EvalConfig:
-    """The evaluation protocol: train fresh networks on a synthetic set, report test accuracy."""
+    """The evaluation protocol: train fresh networks on a synthetic set, report test accuracy.
+
+    Defaults follow PDD's ``evaluate_mtt.py`` as its README runs it (``--epoch_eval_train 500``,
+    5 nets): ``schedule: official`` trains ``epochs + 1`` epochs per phase and drops the lr x0.1
+    after epoch index ``epochs // 2 + 1``; ``halfway`` is the older ``epochs`` epochs, x0.1 from
+    index ``epochs // 2``. ``pdd_ray.evaluation.EvalProtocol.describe()`` says it in words.
+    """
 
     runs: int = 5
-    epochs: int = 300  # per stage in progressive/sequential mode
+    epochs: int = 500  # per phase (one phase per stage in progressive/sequential mode); see schedule
     batch_size: int = 256
     lr: float | None = None  # None: the set's learned lr per stage, else 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     mode: str = "progressive"
+    schedule: str = "official"
     seed: int = 0
 
     def validate(self) -> None:
@@ -101,6 +108,9 @@ class EvalConfig:
         _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr is None or self.lr > 0, f"eval.lr must be > 0, got {self.lr}")
         _check(self.mode in EVAL_MODES, f"eval.mode must be one of {', '.join(EVAL_MODES)}, got '{self.mode}'")
+        schedules = ("official", "halfway")  # pdd_ray.evaluation.protocol.SCHEDULES
+        _check(self.schedule in schedules,
+               f"eval.schedule must be one of {', '.join(schedules)}, got '{self.schedule}'")
 
 
 @dataclass
