@@ -7,9 +7,18 @@ ablation (Table 3) are just different phase lists over stages S_1..S_P:
     union:       U_P
     sequential:  S_1, S_2, ..., S_P
 
-One SGD optimizer runs through all phases (its momentum is carried over);
-each phase sets its own lr (the stage's learned lr, or the given one) and
-drops it ×0.1 halfway through the phase.
+Each phase restarts SGD at its own lr (the stage's learned lr, or the given
+one) with the momentum buffers of the previous phase carried over, as PDD's
+``evaluate_mtt.py`` does (a fresh SGD per phase whose state is replaced by the
+previous phase's); here one optimizer runs through all phases and each phase
+resets its lr, momentum and weight decay, which is the same thing.
+
+The lr schedule inside a phase of ``epochs`` = E (``SCHEDULES``):
+
+    official: E + 1 epochs (the reference's ``range(Epoch + 1)``); the lr drops
+              x0.1 after the epoch with index E//2 + 1, so epochs 0..E//2+1 run
+              at lr and the rest at lr/10 (no drop when E < 3)
+    halfway:  E epochs; x0.1 from epoch index E//2 (none when E == 1)
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from tqdm.auto import tqdm
 from pdd_ray.train.loop import accuracy, make_sgd, train_epoch
 
 DEFAULT_LR = 0.01  # protocol lr when a stage carries no learned lr
+SCHEDULES = ("official", "halfway")
+LR_DECAY = 0.1
 
 
 @dataclass
@@ -54,24 +65,76 @@ def phases_for(stages: list, mode: str, epochs: int, lr: float | None = None) ->
     raise ValueError(f"unknown evaluation mode '{mode}'")
 
 
+def epochs_run(epochs: int, schedule: str = "official") -> int:
+    """Epochs a phase of ``epochs`` actually trains: ``epochs + 1`` (official) or ``epochs`` (halfway)."""
+    _check_schedule(schedule)
+    return epochs + 1 if schedule == "official" else epochs
+
+
+def epochs_setting(run: int, schedule: str = "official") -> int:
+    """The phase ``epochs`` that trains exactly ``run`` epochs under ``schedule`` (inverse of ``epochs_run``)."""
+    epochs = run - 1 if schedule == "official" else run
+    if epochs < 1 or epochs_run(epochs, schedule) != run:
+        raise ValueError(f"no phase length trains {run} epochs under the '{schedule}' schedule")
+    return epochs
+
+
+def first_decayed_epoch(epochs: int, schedule: str = "official") -> int | None:
+    """Index of the first epoch of a phase of ``epochs`` that runs at lr x0.1; None when none does."""
+    first = epochs // 2 + 2 if schedule == "official" else epochs // 2
+    if schedule == "halfway" and epochs <= 1:
+        return None
+    return first if first < epochs_run(epochs, schedule) else None
+
+
+def phase_count(mode: str, num_stages: int) -> int:
+    """Phases a ``mode`` trains over ``num_stages`` stages (see ``phases_for``)."""
+    if mode not in ("progressive", "union", "sequential"):
+        raise ValueError(f"unknown evaluation mode '{mode}'")
+    return 1 if mode == "union" else num_stages
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """The protocol's SGD over ``model``'s parameters (what ``train_on_phases(optimizer=...)`` takes)."""
+    return make_sgd(model, lr, momentum, weight_decay)
+
+
 def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 256, momentum: float = 0.9,
                     weight_decay: float = 5e-4, augment=None, generator: torch.Generator | None = None,
-                    after_phase: Callable[[int, nn.Module], None] | None = None, progress: bool = False) -> nn.Module:
-    """Train ``model`` through ``phases`` with one carried-over SGD optimizer."""
-    optimizer = make_sgd(model, phases[0].lr, momentum, weight_decay)
+                    after_phase: Callable[[int, nn.Module], None] | None = None, progress: bool = False,
+                    schedule: str = "official", optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+    """Train ``model`` through ``phases`` under ``schedule``, SGD momentum carried from phase to phase.
+
+    ``optimizer``: an SGD over ``model``'s parameters whose momentum buffers carry into these
+    phases (to continue an earlier call); None starts from a new one (no momentum yet). Each phase
+    resets its lr, momentum and weight decay, as a rebuilt optimizer would. ``after_phase(k, model)``
+    runs after the last epoch of phase k.
+    """
+    _check_schedule(schedule)
+    if optimizer is None:
+        optimizer = make_optimizer(model, phases[0].lr if phases else DEFAULT_LR, momentum, weight_decay)
     device = next(model.parameters()).device
-    bar = tqdm(total=sum(p.epochs for p in phases), desc="train", disable=not progress, leave=False)
+    bar = tqdm(total=sum(epochs_run(p.epochs, schedule) for p in phases), desc="train", disable=not progress,
+               leave=False)
     for k, phase in enumerate(phases):
         images, labels = phase.images.to(device), phase.labels.to(device)
-        for epoch in range(phase.epochs):
-            decayed = phase.epochs > 1 and epoch >= phase.epochs // 2
-            _set_lr(optimizer, phase.lr * (0.1 if decayed else 1.0))
+        decay_from = first_decayed_epoch(phase.epochs, schedule)
+        for group in optimizer.param_groups:  # the reference's fresh SGD per phase, its state kept
+            group.update(momentum=momentum, weight_decay=weight_decay)
+        for epoch in range(epochs_run(phase.epochs, schedule)):
+            decayed = decay_from is not None and epoch >= decay_from
+            _set_lr(optimizer, phase.lr * (LR_DECAY if decayed else 1.0))
             train_epoch(model, images, labels, optimizer, batch_size, augment, generator)
             bar.update(1)
         if after_phase is not None:
             after_phase(k, model)
     bar.close()
     return model
+
+
+def _check_schedule(schedule: str) -> None:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown evaluation schedule '{schedule}'; choose one of: {', '.join(SCHEDULES)}")
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -112,10 +175,13 @@ class EvalResult:
 
 
 def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module], *,
-                       mode: str = "progressive", runs: int = 5, epochs: int = 300, lr: float | None = None,
+                       mode: str = "progressive", runs: int = 5, epochs: int = 500, lr: float | None = None,
                        batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
-                       augment=None, seed: int = 0, progress: bool = True) -> EvalResult:
-    """Train ``runs`` fresh networks on ``stages`` under ``mode`` and record test accuracy after each phase."""
+                       augment=None, seed: int = 0, progress: bool = True, schedule: str = "official") -> EvalResult:
+    """Train ``runs`` fresh networks on ``stages`` under ``mode`` and record test accuracy after each phase.
+
+    Run j seeds the network init and the batch order / augmentation with ``seed + j``.
+    """
     result = EvalResult(mode)
     phases = phases_for(stages, mode, epochs, lr)
     for run in tqdm(range(runs), desc=f"evaluate ({mode})", disable=not progress):
@@ -124,7 +190,7 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
         model = make_model()
         accs: list[float] = []
         train_on_phases(model, phases, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                        augment=augment, generator=generator,
+                        augment=augment, generator=generator, schedule=schedule,
                         after_phase=lambda k, m: accs.append(accuracy(m, *test)))
         result.per_run.append(accs)
     return result

@@ -1,9 +1,11 @@
 import pytest
 import torch
 
-from pdd_ray.evaluation import evaluate_synthetic, phases_for, train_on_phases
+from pdd_ray.evaluation import epochs_run, evaluate_synthetic, make_optimizer, phases_for, train_on_phases
+from pdd_ray.evaluation.protocol import epochs_setting, first_decayed_epoch
 from pdd_ray.models import create_model
 from pdd_ray.synset import Stage
+from pdd_ray.train.loop import train_epoch
 
 
 def _stages():
@@ -30,20 +32,133 @@ def test_union_and_sequential_phases():
         phases_for(_stages(), "random", 3)
 
 
-def test_optimizer_is_carried_across_phases_and_lr_drops_halfway(monkeypatch):
-    seen = []
+def _record_epochs(monkeypatch):
+    """Replace train_epoch by a spy: (optimizer id, lr, images, momentum buffers at the epoch's start) per epoch."""
     import pdd_ray.evaluation.protocol as protocol
+    seen = []
 
     def fake_epoch(model, images, labels, optimizer, *args, **kwargs):
         seen.append((id(optimizer), optimizer.param_groups[0]["lr"], len(labels)))
         return 0.0
 
     monkeypatch.setattr(protocol, "train_epoch", fake_epoch)
-    model = create_model("convnet", 1, 4, 8, width=4, depth=2)
-    train_on_phases(model, phases_for(_stages()[:2], "progressive", epochs=4))
-    assert len({opt for opt, _, _ in seen}) == 1  # one optimizer through all phases
+    return seen
+
+
+def _tiny_model():
+    return create_model("convnet", 1, 4, 8, width=4, depth=2)
+
+
+def test_official_schedule_runs_e_plus_one_epochs_and_drops_lr_after_epoch_e_half_plus_one(monkeypatch):
+    seen = _record_epochs(monkeypatch)
+    train_on_phases(_tiny_model(), phases_for(_stages()[:2], "progressive", epochs=6))  # schedule="official"
+    # E = 6: range(7) epochs; indices 0..4 (= E//2 + 1) at lr, 5 and 6 at lr/10; phase 2 restarts at its lr
+    assert [round(lr, 6) for _, lr, _ in seen] == [0.01] * 5 + [0.001] * 2 + [0.02] * 5 + [0.002] * 2
+    assert [n for _, _, n in seen] == [4] * 7 + [8] * 7
+    assert len({opt for opt, _, _ in seen}) == 1  # one optimizer, so its momentum is never reset
+
+
+@pytest.mark.parametrize("epochs, run, first", [(500, 501, 252), (300, 301, 152), (4, 5, 4), (3, 4, 3),
+                                                (2, 3, None), (1, 2, None)])
+def test_official_epoch_counts_and_first_decayed_epoch(epochs, run, first):
+    assert epochs_run(epochs, "official") == run
+    assert first_decayed_epoch(epochs, "official") == first
+    assert epochs_setting(run, "official") == epochs
+
+
+def test_halfway_schedule_is_still_reachable(monkeypatch):
+    seen = _record_epochs(monkeypatch)
+    train_on_phases(_tiny_model(), phases_for(_stages()[:2], "progressive", epochs=4), schedule="halfway")
     assert [round(lr, 6) for _, lr, _ in seen] == [0.01, 0.01, 0.001, 0.001, 0.02, 0.02, 0.002, 0.002]
-    assert [n for _, _, n in seen] == [4] * 4 + [8] * 4
+    assert epochs_run(300, "halfway") == 300 and first_decayed_epoch(300, "halfway") == 150
+    assert first_decayed_epoch(1, "halfway") is None
+    with pytest.raises(ValueError):
+        train_on_phases(_tiny_model(), phases_for(_stages()[:1], "union", epochs=1), schedule="cosine")
+
+
+def _real_phases(data, epochs=3):
+    stages = [Stage(data.images[i::10], data.labels[i::10], lr) for i, lr in ((0, 0.05), (1, 0.02))]
+    return phases_for(stages, "progressive", epochs)
+
+
+def _reference_by_hand(model, phases, generator, carry=True):
+    """The reference's loop written out: a fresh SGD per phase, the previous phase's state swapped in,
+    E + 1 epochs, lr x0.1 after epoch index E//2 + 1."""
+    state = None
+    for phase in phases:
+        optimizer = torch.optim.SGD(model.parameters(), lr=phase.lr, momentum=0.9, weight_decay=5e-4)
+        if carry and state is not None:
+            optimizer.state = state
+        lr = phase.lr
+        for epoch in range(phase.epochs + 1):
+            train_epoch(model, phase.images, phase.labels, optimizer, 8, None, generator)
+            if epoch == phase.epochs // 2 + 1:
+                lr *= 0.1
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+        state = optimizer.state
+    return model
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_matches_a_fresh_sgd_per_phase_with_momentum_carried_and_not_one_without(tiny_separable):
+    phases = _real_phases(tiny_separable, epochs=3)
+    torch.manual_seed(0)
+    init = _tiny_model().state_dict()
+
+    def trained(fn, **kwargs):
+        model = _tiny_model()
+        model.load_state_dict(init)
+        return fn(model, phases, torch.Generator().manual_seed(1), **kwargs)
+
+    ours = trained(lambda m, ph, g: train_on_phases(m, ph, batch_size=8, generator=g))
+    assert _same_weights(ours, trained(_reference_by_hand))
+    assert not _same_weights(ours, trained(_reference_by_hand, carry=False))  # momentum reset would differ
+
+
+def test_momentum_buffers_enter_the_next_phase_untouched(tiny_separable, monkeypatch):
+    import pdd_ray.evaluation.protocol as protocol
+    real_epoch, at_start = protocol.train_epoch, []
+
+    def spy(model, images, labels, optimizer, *args, **kwargs):
+        at_start.append([optimizer.state[p].get("momentum_buffer") for p in model.parameters()])
+        at_start[-1] = [None if m is None else m.clone() for m in at_start[-1]]
+        return real_epoch(model, images, labels, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "train_epoch", spy)
+    model = _tiny_model()
+    optimizer = make_optimizer(model, 0.01, 0.9, 5e-4)
+    after = []
+    train_on_phases(model, _real_phases(tiny_separable, epochs=1), batch_size=8, optimizer=optimizer,
+                    after_phase=lambda k, m: after.append([optimizer.state[p]["momentum_buffer"].clone()
+                                                           for p in m.parameters()]))
+    assert all(m is None for m in at_start[0])  # a new optimizer: no momentum yet
+    second_phase_start = at_start[epochs_run(1, "official")]
+    assert all(torch.equal(a, b) for a, b in zip(after[0], second_phase_start))
+    assert any(a.abs().sum() > 0 for a in second_phase_start)
+
+
+def test_optimizer_continuation_equals_one_call_over_all_phases(tiny_separable):
+    phases = _real_phases(tiny_separable, epochs=2)
+    torch.manual_seed(0)
+    init = _tiny_model().state_dict()
+    models = []
+    for _ in range(3):
+        models.append(_tiny_model())
+        models[-1].load_state_dict(init)
+    whole = train_on_phases(models[0], phases, batch_size=8, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    optimizer = make_optimizer(models[1], 0.5, 0.9, 5e-4)  # its lr is overwritten by each phase's
+    train_on_phases(models[1], phases[:1], batch_size=8, generator=generator, optimizer=optimizer)
+    train_on_phases(models[1], phases[1:], batch_size=8, generator=generator, optimizer=optimizer)
+    assert _same_weights(whole, models[1])
+    generator = torch.Generator().manual_seed(3)
+    train_on_phases(models[2], phases[:1], batch_size=8, generator=generator)
+    train_on_phases(models[2], phases[1:], batch_size=8, generator=generator)  # momentum lost in between
+    assert not _same_weights(whole, models[2])
 
 
 def test_training_on_informative_images_beats_chance(tiny_separable):

@@ -1,0 +1,142 @@
+"""``EvalProtocol``: the evaluation protocol as one object, built from config, used wherever accuracy is measured.
+
+Run reports, ``pdd-ray evaluate`` (eval.json), coreset baselines and sweeps all
+train through ``EvalProtocol.evaluate`` / ``train`` and record
+``EvalProtocol.describe()``, so the numbers and the sentence that explains
+them come from the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pdd_ray.evaluation.protocol import (DEFAULT_LR, LR_DECAY, EvalResult, Phase, epochs_run, epochs_setting,
+                                         evaluate_synthetic, first_decayed_epoch, phase_count, phases_for,
+                                         train_on_phases)
+
+_MODE_TEXT = {
+    "progressive": "progressive mode (phase k on the union S_1 ∪ … ∪ S_k, one phase per stage)",
+    "union": "union mode (one phase on the union of all stages)",
+    "sequential": "sequential mode (phase k on stage S_k alone, one phase per stage)",
+}
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How fresh networks are trained on a synthetic set and scored (defaults: PDD's ``evaluate_mtt.py``)."""
+
+    mode: str = "progressive"
+    runs: int = 5
+    epochs: int = 500  # per phase, as configured; ``epochs_run`` says how many a phase trains
+    schedule: str = "official"
+    batch_size: int = 256
+    lr: float | None = None  # None: each stage's learned lr (DEFAULT_LR where a stage has none)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    augment: object | None = field(default=None, compare=False)  # a DSA, applied to every training batch
+    arch: str = "network"  # named in ``describe``; the networks themselves come from ``make_model``
+
+    @classmethod
+    def from_config(cls, eval, augment=None, arch: str = "network") -> "EvalProtocol":
+        """From an ``EvalConfig`` and an ``AugmentConfig`` (DSA off when ``augment`` is None or ``dsa`` false)."""
+        dsa = None
+        if augment is not None and augment.dsa:
+            from pdd_ray.augment.dsa import DSA, DSAConfig
+            dsa = DSA(DSAConfig(augment.strategy, augment.mode))
+        return cls(mode=eval.mode, runs=eval.runs, epochs=eval.epochs, schedule=eval.schedule,
+                   batch_size=eval.batch_size, lr=eval.lr, momentum=eval.momentum, weight_decay=eval.weight_decay,
+                   seed=eval.seed, augment=dsa, arch=arch)
+
+    def replace(self, **changes) -> "EvalProtocol":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------ training
+
+    def phases(self, stages: list, mode: str | None = None) -> list[Phase]:
+        """The phase list of ``mode`` (default: the protocol's) over ``stages``."""
+        return phases_for(stages, mode or self.mode, self.epochs, self.lr)
+
+    def epochs_per_phase(self) -> int:
+        """Epochs one phase actually trains under the schedule."""
+        return epochs_run(self.epochs, self.schedule)
+
+    def total_epochs(self, num_stages: int, mode: str | None = None) -> int:
+        """Epochs a network trains through the whole phase list of ``mode`` over ``num_stages`` stages."""
+        return phase_count(mode or self.mode, num_stages) * self.epochs_per_phase()
+
+    def with_budget(self, total: int) -> "EvalProtocol":
+        """This protocol in union mode, its one phase training ``total`` epochs (an equal-budget baseline)."""
+        budgeted = self.replace(mode="union", epochs=epochs_setting(total, self.schedule))
+        if budgeted.total_epochs(1) != total:
+            raise ValueError(f"cannot train exactly {total} epochs under the '{self.schedule}' schedule")
+        return budgeted
+
+    def train(self, model: nn.Module, phases: list[Phase], generator: torch.Generator | None = None,
+              optimizer: torch.optim.Optimizer | None = None,
+              after_phase: Callable[[int, nn.Module], None] | None = None, progress: bool = False) -> nn.Module:
+        """Train ``model`` through ``phases`` (``train_on_phases`` with this protocol's settings)."""
+        return train_on_phases(model, phases, batch_size=self.batch_size, momentum=self.momentum,
+                               weight_decay=self.weight_decay, augment=self.augment, generator=generator,
+                               after_phase=after_phase, progress=progress, schedule=self.schedule,
+                               optimizer=optimizer)
+
+    def evaluate(self, stages: list, split: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
+                 *, mode: str | None = None, runs: int | None = None, progress: bool = True) -> EvalResult:
+        """Train ``runs`` fresh networks on ``stages`` and record accuracy on ``split`` after every phase."""
+        return evaluate_synthetic(stages, split, make_model, mode=mode or self.mode,
+                                  runs=self.runs if runs is None else runs, epochs=self.epochs, lr=self.lr,
+                                  batch_size=self.batch_size, momentum=self.momentum,
+                                  weight_decay=self.weight_decay, augment=self.augment, seed=self.seed,
+                                  progress=progress, schedule=self.schedule)
+
+    # ------------------------------------------------------------ in words
+
+    def lr_text(self) -> str:
+        """Where the lr comes from."""
+        if self.lr is not None:
+            return f"lr {self.lr:g} in every phase"
+        return (f"lr = each phase's stage's learned lr (union: the last stage's; {DEFAULT_LR:g} where a stage "
+                "has none)")
+
+    def schedule_text(self) -> str:
+        """The epochs of one phase and where its lr drops, 1-based, as actually run."""
+        n = self.epochs_per_phase()
+        origin = (f"eval.epochs {self.epochs} + 1, the reference's range(E+1)" if self.schedule == "official"
+                  else f"eval.epochs {self.epochs}")
+        first = first_decayed_epoch(self.epochs, self.schedule)
+        if first is None:
+            drop = "no lr drop (phase too short)"
+        else:
+            drop = (f"epochs 1-{first} at the phase's lr and {first + 1}-{n} at lr x{LR_DECAY:g} "
+                    f"(dropped after epoch {first})")
+        return f"{n} epochs per phase ({origin}; '{self.schedule}' schedule), {drop}"
+
+    def augment_text(self) -> str:
+        """DSA in words."""
+        if self.augment is None:
+            return "no augmentation"
+        config = getattr(self.augment, "config", None)
+        detail = f" ({config.strategy}, {config.mode})" if config is not None else ""
+        return f"DSA{detail} on every training batch"
+
+    def describe(self, mode: str | None = None, runs: int | None = None, num_stages: int | None = None) -> str:
+        """One sentence saying exactly what is done (``mode`` / ``runs`` as ``evaluate`` takes them)."""
+        mode, runs = mode or self.mode, self.runs if runs is None else runs
+        total = (f", {self.total_epochs(num_stages, mode)} epochs in all over {num_stages} stage(s)"
+                 if num_stages is not None else "")
+        nets = f"{runs} fresh {self.arch} network{'s' if runs != 1 else ''}"
+        return (f"{nets} (run j seeded {self.seed}+j) trained in {_MODE_TEXT[mode]}: {self.schedule_text()}{total}; "
+                f"SGD (momentum {self.momentum:g}, weight decay {self.weight_decay:g}) rebuilt at the start of each "
+                f"phase at its lr, momentum buffers carried over from the previous phase; batch {self.batch_size}; "
+                f"{self.augment_text()}; {self.lr_text()}; accuracy measured after the last epoch of each phase, "
+                f"mean ± population std over the {runs} run{'s' if runs != 1 else ''}")
+
+
+__all__ = ["EvalProtocol"]
