@@ -1,10 +1,10 @@
 """Coreset baselines on Fashion-MNIST with ConvNet-3, next to the published numbers.
 
-    python benchmarks/baselines.py [--ipcs 1 10 50] [--runs 3] [--runs-at-50 2] [--epochs 300]
+    python benchmarks/baselines.py [--ipcs 1 10 50] [--runs 3] [--runs-at-50 2] [--epochs 500] [--schedule official]
 
 One scoring network (trained once on the real training split) serves herding,
 k-center and forgetting at every IPC. Each (method, IPC) is evaluated with the
-protocol of pdd_ray.evaluation and appended to the results JSON as soon as it
+protocol of pdd_ray.evaluation (``EvalProtocol``, union mode) and appended to the results JSON as soon as it
 finishes, so an interrupted run resumes where it stopped.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from pdd_ray.config import AugmentConfig, BaselineConfig, DataConfig, ModelConfig, to_dict
+from pdd_ray.config import AugmentConfig, BaselineConfig, DataConfig, EvalConfig, ModelConfig, to_dict
 from pdd_ray.data.bundle import create_dataset
-from pdd_ray.evaluation import evaluate_synthetic
+from pdd_ray.evaluation import EvalProtocol
 from pdd_ray.jobs.common import make_augment, model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
@@ -43,6 +43,9 @@ def main() -> None:
     context = SelectionContext(model_factory(config.model, data.image_shape, data.num_classes, device,
                                              width=args.scorer_width),
                                epochs=args.scorer_epochs, augment=make_augment(config.augment), seed=args.seed)
+    protocol = EvalProtocol.from_config(EvalConfig(mode="union", runs=args.runs, epochs=args.epochs,
+                                                   schedule=args.schedule, seed=args.seed),
+                                        config.augment, config.model.arch)
     rows = results.setdefault("rows", {})
     for ipc in args.ipcs:
         for method in METHODS:
@@ -55,15 +58,15 @@ def main() -> None:
             stage = Stage(data.train.images[chosen], data.train.labels[chosen])
             runs = args.runs_at_50 if ipc >= 50 else args.runs
             t1 = time.time()
-            result = evaluate_synthetic([stage], (data.test.images, data.test.labels), make_model, mode="union",
-                                        runs=runs, epochs=args.epochs, augment=make_augment(config.augment),
-                                        seed=args.seed, progress=False)
+            result = protocol.evaluate([stage], (data.test.images, data.test.labels), make_model, runs=runs,
+                                       progress=False)
             rows[key] = {"method": method, "ipc": ipc, "mean": 100 * result.mean, "std": 100 * result.std,
-                         "runs": runs, "final": result.final, "select_seconds": select_s,
+                         "runs": runs, "final": result.final, "epochs_per_net": protocol.total_epochs(1),
+                         "protocol": protocol.describe(runs=runs), "select_seconds": select_s,
                          "seconds_per_eval_run": (time.time() - t1) / runs}
             print(f"{key:<20} {100 * result.mean:6.2f} ± {100 * result.std:.2f}  "
                   f"({rows[key]['seconds_per_eval_run']:.0f} s per evaluation run)", flush=True)
-            _write(results, args)
+            _write(results, args, protocol)
     print_table(rows, args.ipcs)
 
 
@@ -72,7 +75,8 @@ def parse_args():
     p.add_argument("--ipcs", type=int, nargs="+", default=[1, 10, 50])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--runs-at-50", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=500, help="eval.epochs (the official schedule trains one more)")
+    p.add_argument("--schedule", default="official", choices=("official", "halfway"))
     p.add_argument("--scorer-width", type=int, default=64)
     p.add_argument("--scorer-epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
@@ -86,12 +90,11 @@ def _load_previous() -> dict:
     return json.loads(OUT.read_text()) if OUT.is_file() else {}
 
 
-def _write(results: dict, args) -> None:
+def _write(results: dict, args, protocol: EvalProtocol) -> None:
     results.update({
         "benchmark": "coreset baselines, Fashion-MNIST, ConvNet-3 (width 128, instance norm)",
-        "protocol": (f"train a fresh ConvNet-3 on the selected real images for {args.epochs} epochs, SGD momentum 0.9, "
-                     "wd 5e-4, batch 256, lr 0.01 dropped x0.1 halfway, DSA (one op per batch); report test accuracy "
-                     "mean ± std over runs (seeds seed..seed+runs-1)"),
+        "protocol": (protocol.describe() + "; the selected real images form the one stage; test accuracy "
+                     f"(IPC >= 50: {args.runs_at_50} runs)"),
         "selection": (f"herding / k-center use embeddings of a width-{args.scorer_width} ConvNet-3 trained "
                       f"{args.scorer_epochs} epochs on the training split (5000 held out for validation); forgetting "
                       "counts correct->wrong flips during that same training"),

@@ -9,14 +9,10 @@ from pathlib import Path
 from pdd_ray import synset as synset_io
 from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, from_dict, to_dict
 from pdd_ray.data.registry import load_raw
-from pdd_ray.evaluation import EvalResult, evaluate_synthetic
-from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.evaluation import EvalProtocol, EvalResult
+from pdd_ray.jobs.common import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.train.loop import resolve_device
-
-PROTOCOL = ("train fresh networks from scratch on the synthetic set; SGD momentum {momentum}, wd {weight_decay}, "
-            "batch {batch_size}, DSA {dsa}, lr = {lr} dropped x0.1 halfway through each phase, {epochs} epochs "
-            "per phase, mode '{mode}'; report test accuracy (mean ± std over {runs} runs, one seed per run)")
 
 
 @dataclass
@@ -53,22 +49,23 @@ def load_test_split(synset, data_root: str | None):
     return synset.preprocessor(raw.to_float()), raw.labels
 
 
+def eval_protocol(config: EvaluateConfig) -> EvalProtocol:
+    """The evaluation protocol of ``config`` (its eval, augment and model sections)."""
+    return EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
+
+
 def run_protocol(synset, test, config: EvaluateConfig, device, progress: bool = True) -> EvalResult:
     """Train ``config.eval.runs`` networks on ``synset`` and measure test accuracy."""
-    ev = config.eval
     make_model = model_factory(config.model, synset.image_shape, synset.num_classes, device)
-    return evaluate_synthetic(synset.stages, test, make_model, mode=ev.mode, runs=ev.runs, epochs=ev.epochs,
-                              lr=ev.lr, batch_size=ev.batch_size, momentum=ev.momentum,
-                              weight_decay=ev.weight_decay, augment=make_augment(config.augment),
-                              seed=ev.seed, progress=progress)
+    return eval_protocol(config).evaluate(synset.stages, test, make_model, progress=progress)
 
 
 def describe(result: EvalResult, config: EvaluateConfig, synset) -> dict:
-    """The eval.json entry: result, protocol in words, config, versions."""
-    ev = config.eval
-    lr = ev.lr if ev.lr is not None else "the stage's learned lr (0.01 if none)"
-    protocol = PROTOCOL.format(**{**to_dict(ev), "lr": lr, "dsa": "on" if config.augment.dsa else "off"})
-    return {"result": result.to_dict(), "protocol": protocol, "config": to_dict(config),
+    """The eval.json entry: result, protocol in words (and epochs trained per network), config, versions."""
+    protocol = eval_protocol(config)
+    text = protocol.describe(num_stages=len(synset.stages)) + "; test accuracy on the dataset's test split"
+    return {"result": result.to_dict(), "protocol": text,
+            "epochs_per_net": protocol.total_epochs(len(synset.stages)), "config": to_dict(config),
             "synthetic_set": {"dataset": synset.dataset, "method": synset.method, "seed": synset.seed,
                               "stages": [{"count": len(s.labels), "ipc": s.ipc, "lr": s.lr} for s in synset.stages]},
             "versions": versions(), "created": now()}

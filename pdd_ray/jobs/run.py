@@ -1,7 +1,9 @@
 """``pdd-ray run`` and ``pdd-ray distill``: experts -> stages -> test evaluation -> report.
 
 The report compares PDD against random real images at the same total IPC,
-evaluated with the same protocol, so every run says whether distillation paid.
+evaluated with the same protocol and trained for the same number of epochs in
+total (one union phase as long as PDD's phases together), so every run says
+whether distillation paid.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pdd_ray.config import to_dict
 from pdd_ray.data.bundle import create_dataset
 from pdd_ray.distill.config import DistillConfig
 from pdd_ray.distill.driver import run_stages, synthetic_dir
-from pdd_ray.evaluation import EvalResult, evaluate_synthetic
-from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.evaluation import EvalProtocol, EvalResult
+from pdd_ray.jobs.common import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
 from pdd_ray.train.loop import resolve_device, seed_everything
@@ -36,41 +38,37 @@ def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_
     synset = run_stages(config, data, device, progress, on_iteration, on_validation)
     summary = {"out": config.out, "synthetic": str(synthetic_dir(config)), "stages": len(synset.stages)}
     if score_validation:
-        make_model, protocol = _protocol(config, data, device, progress=False)
-        summary["val"] = evaluate_synthetic(synset.stages, (data.val.images, data.val.labels), make_model,
-                                            **protocol).to_dict()
+        protocol, make_model = _protocol(config, data, device)
+        summary["val"] = protocol.evaluate(synset.stages, (data.val.images, data.val.labels), make_model,
+                                           progress=False).to_dict()
     if config.evaluate:
         summary["metrics"] = evaluate_and_report(config, data, synset, device, progress)
     return summary
 
 
-def _protocol(config: DistillConfig, data, device, progress: bool) -> tuple:
-    """(model factory, keyword arguments) of the evaluation protocol, shared by every split scored."""
-    ev = config.eval
-    make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
-    common = dict(runs=ev.runs, epochs=ev.epochs, batch_size=ev.batch_size, momentum=ev.momentum,
-                  weight_decay=ev.weight_decay, augment=make_augment(config.augment), seed=ev.seed, progress=progress)
-    return make_model, {**common, "mode": ev.mode, "lr": ev.lr}
+def _protocol(config: DistillConfig, data, device) -> tuple[EvalProtocol, object]:
+    """(evaluation protocol, model factory), shared by every split scored."""
+    protocol = EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
+    return protocol, model_factory(config.model, data.image_shape, data.num_classes, device)
 
 
 def evaluate_and_report(config: DistillConfig, data, synset, device, progress: bool) -> dict:
-    """Test-set evaluation of PDD (progressive) and of random real images at the same total IPC."""
-    ev = config.eval
-    make_model, protocol = _protocol(config, data, device, progress)
-    common = {k: v for k, v in protocol.items() if k not in ("mode", "lr")}
+    """Test-set evaluation of PDD and of random real images at the same total IPC and epoch budget."""
+    protocol, make_model = _protocol(config, data, device)
     test = (data.test.images, data.test.labels)
-    pdd = evaluate_synthetic(synset.stages, test, make_model, **protocol)
+    pdd = protocol.evaluate(synset.stages, test, make_model, progress=progress)
     total_ipc = sum(s.ipc for s in synset.stages)
-    random = _random_baseline(config, data, total_ipc, make_model, test, common)
+    pdd_epochs = protocol.total_epochs(len(synset.stages))
+    baseline = protocol.with_budget(pdd_epochs)
+    random = _random_baseline(config, data, total_ipc, make_model, test, baseline, progress)
     metrics = {"pdd": pdd.to_dict(), "random_real": random.to_dict(), "total_ipc": total_ipc,
+               "pdd_epochs": pdd_epochs, "random_real_epochs": baseline.total_epochs(1),
                "stages": [{"ipc": s.ipc, "lr": s.lr, **{k: v for k, v in s.info.items() if k != "history"}}
                           for s in synset.stages],
                "history": [s.info.get("history", []) for s in synset.stages],
-               "protocol": (f"{ev.runs} fresh {config.model.arch} networks trained on the synthetic set, mode "
-                            f"'{ev.mode}', {ev.epochs} epochs per stage, SGD momentum {ev.momentum}, wd "
-                            f"{ev.weight_decay}, batch {ev.batch_size}, DSA {config.augment.dsa}, lr = learned per "
-                            "stage (x0.1 halfway); best iteration per stage chosen on the validation split; "
-                            "accuracy on the test split"),
+               "protocol": (protocol.describe(num_stages=len(synset.stages)) + "; best iteration per stage chosen "
+                            "on the validation split; accuracy on the test split"),
+               "random_real_protocol": baseline.describe(num_stages=1) + "; accuracy on the test split",
                "config": to_dict(config), "seed": config.seed, "versions": versions(), "created": now()}
     out = Path(config.out)
     write_json(out / "metrics.json", metrics)
@@ -81,11 +79,13 @@ def evaluate_and_report(config: DistillConfig, data, synset, device, progress: b
     return metrics
 
 
-def _random_baseline(config, data, ipc: int, make_model, test, common) -> EvalResult:
+def _random_baseline(config, data, ipc: int, make_model, test, protocol: EvalProtocol,
+                     progress: bool) -> EvalResult:
+    """Random real images, ``ipc`` per class, trained under ``protocol`` (union, PDD's epoch budget)."""
     context = SelectionContext(make_model=make_model, seed=config.seed)
     chosen = select("random", data.train, ipc, context)
     stage = synset_io.Stage(data.train.images[chosen], data.train.labels[chosen])
-    return evaluate_synthetic([stage], test, make_model, mode="union", lr=config.eval.lr, **common)
+    return protocol.evaluate([stage], test, make_model, progress=progress)
 
 
 def render_report(config: DistillConfig, metrics: dict) -> str:
@@ -101,11 +101,17 @@ def render_report(config: DistillConfig, metrics: dict) -> str:
         acc_text = f"{100 * acc:.2f}" if acc is not None else "-"
         lines.append(f"| {k} | {s['ipc']} | {s.get('best_iteration')} | {100 * s.get('val_accuracy', 0):.2f} | "
                      f"{lr} | {s.get('skipped_nonfinite', 0)} | {s.get('lr_clamped', 0)} | {acc_text} |")
-    lines += ["", "| method | total ipc | test accuracy % (mean ± std) | runs |", "|---|---|---|---|",
-              f"| PDD ({config.method}, {pdd['mode']}) | {metrics['total_ipc']} | "
+    pdd_epochs, rnd_epochs = metrics.get("pdd_epochs", "-"), metrics.get("random_real_epochs", "-")
+    lines += ["", "| method | total ipc | epochs per net | test accuracy % (mean ± std) | runs |",
+              "|---|---|---|---|---|",
+              f"| PDD ({config.method}, {pdd['mode']}) | {metrics['total_ipc']} | {pdd_epochs} | "
               f"{100 * pdd['mean']:.2f} ± {100 * pdd['std']:.2f} | {pdd['runs']} |",
-              f"| random real images | {metrics['total_ipc']} | {100 * rnd['mean']:.2f} ± {100 * rnd['std']:.2f} | "
-              f"{rnd['runs']} |", "", f"Protocol: {metrics['protocol']}.", "",
+              f"| random real images ({rnd['mode']}) | {metrics['total_ipc']} | {rnd_epochs} | "
+              f"{100 * rnd['mean']:.2f} ± {100 * rnd['std']:.2f} | {rnd['runs']} |", "",
+              f"Equal budget: the random real images train {rnd_epochs} epochs in one union phase, as many as "
+              f"the PDD set's {len(pdd['per_phase_mean'])} phase(s) together ({pdd_epochs}).", "",
+              f"Protocol: {metrics['protocol']}.", "",
+              f"Random real images: {metrics.get('random_real_protocol', metrics['protocol'])}.", "",
               "![accuracy vs stage](accuracy_vs_stage.png)", ""]
     lines += [f"![stage {k}](synthetic/stage_{k}.png)" for k in range(1, len(metrics["stages"]) + 1)]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from pdd_ray.sweep.trial import RESULT_FILE, TRIAL_FILE
 
 # Shown as their own columns; never repeated among the parameter columns.
 SHAPE_KEYS = ("stages.num_stages", "stages.ipc")
-CSV_TAIL = ["num_stages", "ipc", "total_ipc", "val_accuracy", "test_accuracy", "status", "run_dir"]
+CSV_TAIL = ["num_stages", "ipc", "total_ipc", "epochs_per_net", "val_accuracy", "test_accuracy", "status", "run_dir"]
 
 
 def collect_rows(work_dir: str | Path) -> list[dict]:

@@ -70,7 +70,7 @@ def distil_and_score(config: DistillConfig, params: dict, report) -> dict:
     result = {**trial_record(params, config), "val_accuracy": val["mean"], "val_std": val["std"],
               "test_accuracy": pdd.get("mean"), "test_std": pdd.get("std"),
               "random_real_test_accuracy": (metrics.get("random_real") or {}).get("mean"),
-              "protocol": protocol_text(config), "finished": now()}
+              "protocol": protocol_text(config), "epochs_per_net": epochs_per_net(config), "finished": now()}
     write_json(Path(config.out) / RESULT_FILE, result)
     return result
 
@@ -85,14 +85,24 @@ def final_report(result: dict, config: DistillConfig) -> dict:
     return out
 
 
+def epochs_per_net(config: DistillConfig) -> int:
+    """Epochs each evaluation network trains through the trial's whole phase list."""
+    from pdd_ray.evaluation import EvalProtocol
+
+    protocol = EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
+    return protocol.total_epochs(config.stages.num_stages)
+
+
 def protocol_text(config: DistillConfig) -> str:
-    """The evaluation protocol in words, as results.json records it."""
-    ev = config.eval
-    lr = f"lr {ev.lr}" if ev.lr is not None else "lr = learned per stage"
-    return (f"{ev.runs} fresh {config.model.arch} networks trained on the final synthetic set, mode '{ev.mode}', "
-            f"{ev.epochs} epochs per stage, SGD momentum {ev.momentum}, wd {ev.weight_decay}, batch "
-            f"{ev.batch_size}, DSA {config.augment.dsa}, {lr} (x0.1 halfway); val_accuracy "
-            "(selection) on the validation split, test_accuracy (reported only) on the test split")
+    """The evaluation protocol in words (``EvalProtocol.describe``), as results.json records it.
+
+    The same for every trial of a sweep (stage counts vary; each row's ``epochs_per_net`` says
+    how many epochs its networks trained in all)."""
+    from pdd_ray.evaluation import EvalProtocol
+
+    protocol = EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
+    return (protocol.describe() + "; trained on the final synthetic set; "
+            "val_accuracy (selection) on the validation split, test_accuracy (reported only) on the test split")
 
 
 @contextmanager

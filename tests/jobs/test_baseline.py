@@ -27,6 +27,8 @@ def test_baseline_writes_set_grid_and_eval(tmp_path, tiny_fashion_root, method):
     assert (out / "stage_1.png").is_file()
     entry = json.loads((out / "eval.json").read_text())["convnet/progressive"]
     assert len(entry["result"]["final"]) == 2 and "test accuracy" in entry["protocol"]
+    # eval.epochs=3 under the official schedule: 4 epochs, the protocol sentence says so
+    assert entry["epochs_per_net"] == 4 and "4 epochs per phase" in entry["protocol"]
     assert entry["config"]["eval"]["runs"] == 2 and entry["versions"]["torch"]
     assert (out / "forgetting.safetensors").is_file() == (method == "forgetting")
     if method == "forgetting":

@@ -46,6 +46,14 @@ def test_results_csv_and_json_hold_one_row_per_trial(tmp_path):
     assert (tmp_path / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_results_record_the_one_protocol_sentence_and_epochs_per_net(tmp_path):
+    rows = [{**ROWS[0], "protocol": "P", "epochs_per_net": 501}, {**ROWS[1], "protocol": "P", "epochs_per_net": 1002}]
+    paths = write_results(tmp_path, rows, {"seed": 0})
+    with open(paths["csv"]) as handle:
+        assert [r["epochs_per_net"] for r in csv.DictReader(handle)] == ["501", "1002"]
+    assert json.loads((tmp_path / "results.json").read_text())["protocol"] == "P"
+
+
 def test_heatmap_cells_keep_the_best_trial_per_shape():
     rows = [_row(2, 1, 0.4, 0.9, seed=0), _row(2, 1, 0.6, 0.5, seed=1), _row(1, 1, 0.9, 0.1, "stopped")]
     cells = heatmap_cells(rows)

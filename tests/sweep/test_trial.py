@@ -32,6 +32,8 @@ def test_reports_every_validation_check_then_scores_the_final_set_on_validation(
     assert math.isclose(result["val_accuracy"] * 40, round(result["val_accuracy"] * 40), abs_tol=1e-6)
     assert (result["num_stages"], result["ipc"], result["total_ipc"]) == (2, 1, 2)
     assert "validation split" in result["protocol"]
+    # conftest: eval.epochs 2 under the official schedule -> 3 epochs a phase, 2 progressive phases
+    assert "3 epochs per phase" in result["protocol"] and result["epochs_per_net"] == 6
     final = final_report(result, config)
     assert final["step"] == 7 and final["final"] == 1 and final["val_accuracy"] == result["val_accuracy"]
     assert stored_result(run_dir, PARAMS) == result
