@@ -31,7 +31,8 @@ from pdd_ray.distill.stage import StageSettings, distill_stage
 from pdd_ray.distill.transitions import synthetic_dir
 from pdd_ray.distill.validation import ProgressiveValidator
 from pdd_ray.errors import UserError
-from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.evaluation import EvalProtocol
+from pdd_ray.jobs.common import model_factory
 from pdd_ray.storage import is_uri
 from pdd_ray.visualize import save_image_grid
 
@@ -180,12 +181,10 @@ def _settings(config: DistillConfig, index: int) -> StageSettings:
 
 
 def build_validator(config: DistillConfig, data: DataBundle, earlier: list, labels: torch.Tensor, device):
-    """The stage's validation check (``pdd_ray.distill.validation``), under the evaluation protocol."""
-    ev, st = config.eval, config.stages
-    protocol = {"lr": ev.lr, "batch_size": ev.batch_size, "momentum": ev.momentum, "weight_decay": ev.weight_decay,
-                "schedule": ev.schedule}
+    """The stage's validation check (``pdd_ray.distill.validation``), under the run's evaluation protocol."""
+    st = config.stages
     return ProgressiveValidator(earlier, labels, config.base.factor(config),
                                 model_factory(config.model, data.image_shape, data.num_classes, device),
-                                (data.val.images, data.val.labels), nets=st.val_nets, epochs=st.eval_epochs,
-                                earlier_epochs=ev.epochs, protocol=protocol, seed=ev.seed,
-                                augment=make_augment(config.augment), start=st.validation_start)
+                                (data.val.images, data.val.labels),
+                                protocol=EvalProtocol.from_config(config.eval, config.augment, config.model.arch),
+                                nets=st.val_nets, epochs=st.eval_epochs, start=st.validation_start)

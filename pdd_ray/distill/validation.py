@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from pdd_ray import synset as synset_io
-from pdd_ray.evaluation.protocol import Phase, evaluate_synthetic, phases_for, train_on_phases
+from pdd_ray.evaluation.recipe import EvalProtocol
+from pdd_ray.evaluation.protocol import Phase
 from pdd_ray.train.loop import accuracy, make_sgd
 
 
@@ -36,25 +37,21 @@ class NetState:
 class ProgressiveValidator:
     """``validator(images, lr) -> accuracy`` for candidates of one stage (see the module docstring)."""
 
-    def __init__(self, earlier: list, labels: torch.Tensor, factor: int, make_model, val, *, nets: int,
-                 epochs: int, earlier_epochs: int, protocol: dict, seed: int, augment=None,
-                 start: str = "progressive"):
-        """``protocol``: lr, batch_size, momentum, weight_decay, schedule of the evaluation protocol;
-        ``earlier_epochs``: its epochs per earlier stage; ``epochs``: the candidate phase's."""
+    def __init__(self, earlier: list, labels: torch.Tensor, factor: int, make_model, val, *,
+                 protocol: EvalProtocol, nets: int, epochs: int, start: str = "progressive"):
+        """``protocol`` trains the earlier stages; the candidate's phase runs it for ``epochs``."""
         self.earlier, self.labels, self.factor = earlier, labels.cpu(), factor
-        self.make_model, self.val = make_model, val
-        self.nets, self.epochs, self.earlier_epochs = nets, epochs, earlier_epochs
-        self.protocol, self.seed = protocol, seed
-        self.augment, self.start = augment, start
+        self.make_model, self.val, self.nets, self.start = make_model, val, nets, start
+        self.protocol, self.candidate_protocol = protocol, protocol.replace(epochs=epochs)
         self._starts: list[NetState] | None = None  # trained lazily: only the validating worker pays
 
     def __call__(self, images: torch.Tensor, lr: float | None) -> float:
         candidate = synset_io.Stage(images.detach().cpu(), self.labels, lr, {"factor": self.factor})
+        stages = self.earlier + [candidate]
         if self.start == "scratch":
-            return evaluate_synthetic(self.earlier + [candidate], self.val, self.make_model, mode="union",
-                                      runs=self.nets, epochs=self.epochs, augment=self.augment, seed=self.seed,
-                                      progress=False, **self.protocol).mean
-        phase = phases_for(self.earlier + [candidate], "progressive", self.epochs, self.protocol.get("lr"))[-1]
+            return self.candidate_protocol.evaluate(stages, self.val, self.make_model, mode="union", runs=self.nets,
+                                                    progress=False).mean
+        phase = self.candidate_protocol.phases(stages, "progressive")[-1]
         scores = [self._score(start, phase) for start in self.starts()]
         return sum(scores) / len(scores)
 
@@ -65,13 +62,12 @@ class ProgressiveValidator:
         return self._starts
 
     def _train_earlier(self, run: int) -> NetState:
-        torch.manual_seed(self.seed + run)  # the final evaluation's seeds for run ``run``
-        generator = torch.Generator().manual_seed(self.seed + run)
+        torch.manual_seed(self.protocol.seed + run)  # the final evaluation's seeds for run ``run``
+        generator = torch.Generator().manual_seed(self.protocol.seed + run)
         model = self.make_model()
         optimizer = self._optimizer(model)
         if self.earlier:
-            earlier = phases_for(self.earlier, "progressive", self.earlier_epochs, self.protocol.get("lr"))
-            self._train(model, earlier, generator, optimizer)
+            self.protocol.train(model, self.protocol.phases(self.earlier, "progressive"), generator, optimizer)
         momentum = [optimizer.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
         return NetState({k: v.clone() for k, v in model.state_dict().items()},
                         [None if m is None else m.clone() for m in momentum], generator.get_state())
@@ -85,17 +81,13 @@ class ProgressiveValidator:
                 optimizer.state[p]["momentum_buffer"] = m.clone()
         generator = torch.Generator()
         generator.set_state(start.rng)
-        self._train(model, [phase], generator, optimizer)
+        self.candidate_protocol.train(model, [phase], generator, optimizer)
         return accuracy(model, *self.val)
 
     def _optimizer(self, model):
-        return make_sgd(model, 0.01, self.protocol["momentum"], self.protocol["weight_decay"])
+        return make_sgd(model, DEFAULT_START_LR, self.protocol.momentum, self.protocol.weight_decay)
 
-    def _train(self, model, phases, generator, optimizer) -> None:
-        p = self.protocol
-        train_on_phases(model, phases, batch_size=p["batch_size"], momentum=p["momentum"],
-                        weight_decay=p["weight_decay"], augment=self.augment, generator=generator,
-                        schedule=p["schedule"], optimizer=optimizer)
 
+DEFAULT_START_LR = 0.01  # replaced by each phase's own lr before the first step
 
 __all__ = ["ProgressiveValidator", "NetState"]

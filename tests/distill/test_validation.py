@@ -4,10 +4,11 @@ import torch
 
 from pdd_ray import synset as synset_io
 from pdd_ray.distill.validation import ProgressiveValidator
+from pdd_ray.evaluation import EvalProtocol
 from pdd_ray.evaluation.protocol import evaluate_synthetic, phases_for, train_on_phases
 from pdd_ray.models import create_model, flatten_params
 
-PROTOCOL = {"lr": None, "batch_size": 8, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "official"}
+PROTOCOL = EvalProtocol(batch_size=8, epochs=2, seed=7)
 
 
 def _make():
@@ -20,7 +21,7 @@ def _stages(data, n):
 
 
 def _validator(earlier, candidate, data, **kw):
-    args = dict(nets=2, epochs=2, earlier_epochs=2, protocol=PROTOCOL, seed=7)
+    args = dict(nets=2, epochs=2, protocol=PROTOCOL)
     args.update(kw)
     return ProgressiveValidator(earlier, candidate.labels, 1, _make, (data.images, data.labels), **args)
 

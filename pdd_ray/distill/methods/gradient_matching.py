@@ -44,12 +44,12 @@ class GradientMatchingMethod(BaseMethod):
 
     @staticmethod
     def _warmup(config, earlier: list, augment):
-        """The matching network first trains on the union of the earlier sets."""
-        from pdd_ray.evaluation.protocol import phases_for, train_on_phases
+        """The matching network first trains on the union of the earlier sets (evaluation protocol's recipe)."""
+        from pdd_ray.evaluation import EvalProtocol
+        protocol = EvalProtocol.from_config(config.eval).replace(epochs=config.stages.eval_epochs, augment=augment)
 
         def warmup(net):
-            train_on_phases(net, phases_for(earlier, "union", config.stages.eval_epochs, config.eval.lr),
-                            batch_size=config.eval.batch_size, augment=augment)
+            protocol.train(net, protocol.phases(earlier, "union"))
         return warmup
 
     def describe(self, config) -> str:
