@@ -179,10 +179,11 @@ def cmd_run(args) -> int:
     if "metrics" in summary:
         m = summary["metrics"]
         pdd, rnd = m["pdd"], m["random_real"]
-        print(f"{'method':<28} {'total ipc':>9} {'test accuracy %':>20}")
+        print(f"{'method':<28} {'total ipc':>9} {'epochs':>7} {'test accuracy %':>20}")
         print(f"{'PDD (' + config.method + ', ' + pdd['mode'] + ')':<28} {m['total_ipc']:>9} "
-              f"{100 * pdd['mean']:>12.2f} ± {100 * pdd['std']:.2f}")
-        print(f"{'random real images':<28} {m['total_ipc']:>9} {100 * rnd['mean']:>12.2f} ± {100 * rnd['std']:.2f}")
+              f"{m.get('pdd_epochs', '-'):>7} {100 * pdd['mean']:>12.2f} ± {100 * pdd['std']:.2f}")
+        print(f"{'random real images':<28} {m['total_ipc']:>9} {m.get('random_real_epochs', '-'):>7} "
+              f"{100 * rnd['mean']:>12.2f} ± {100 * rnd['std']:.2f}")
         print(f"report: {config.out}/report.md")
     return 0
 
