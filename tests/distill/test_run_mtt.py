@@ -26,7 +26,7 @@ def test_run_command_with_mtt_builds_transition_experts_and_reports(tmp_path, ti
     assert "PDD (mtt, progressive)" in printed and "random real images" in printed
     rows = {line.split("  ")[0]: line.split() for line in printed.splitlines() if line.startswith(("PDD", "random"))}
     # eval.epochs 2 runs 3 epochs per stage: 6 in all for PDD, and the same budget for random real images
-    assert rows["PDD (mtt, progressive)"][3] == "6" and rows["random real images"][4] == "6"
+    assert rows["PDD (mtt, progressive)"][4] == "6" and rows["random real images"][4] == "6"
     stage1 = TrajectoryStore.open(tmp_path / "run" / "experts" / "stage_1")
     stage2 = TrajectoryStore.open(tmp_path / "run" / "experts" / "stage_2")
     assert stage1.info(0)["init"] == "random" and stage2.info(0)["init"] == "transition"
