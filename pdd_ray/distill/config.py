@@ -94,19 +94,7 @@ class DistillConfig:
         p = self.parallel
         if p.split == "batch" and not self.base.shards_batch:
             raise UserError(f"parallel.split=batch is for method=mtt; {self.method} splits by class (items)")
-        if p.split == "batch" and p.workers > 1 and not self.mtt.memory_saving:
-            raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
-        if p.split == "batch" and p.workers > 1 and 0 < self._student_batch() < p.workers:
-            raise UserError(f"parallel.split=batch with {p.workers} workers needs mtt.batch_syn >= {p.workers}")
         if p.workers > 1 and p.use_gpu and self.device == "cpu":
             raise UserError("parallel.use_gpu=true contradicts device=cpu")
         if p.workers > 1 and not p.use_gpu and self.device.startswith("cuda"):
             raise UserError(f"device={self.device} needs parallel.use_gpu=true (Ray hides GPUs from CPU workers)")
-
-    def _student_batch(self) -> int:
-        """MTT's student minibatch if the config fixes it (0: the whole union, known only at run time)."""
-        if self.mtt.batch_syn is not None:
-            return self.mtt.batch_syn
-        from pdd_ray.data.registry import DATASETS
-        classes = getattr(DATASETS.get(self.data.dataset), "num_classes", None)
-        return classes * self.stages.ipc if classes else 0

@@ -88,7 +88,3 @@ class BaseMethod:
     def build_matcher(self, ctx: MatcherContext):
         """The stage's matcher (see ``pdd_ray.distill.base.Matcher``)."""
         raise NotImplementedError
-
-    def describe(self, config) -> str:
-        """One line for reports."""
-        return self.name

@@ -52,10 +52,6 @@ class GradientMatchingMethod(BaseMethod):
             protocol.train(net, protocol.phases(earlier, "union"))
         return warmup
 
-    def describe(self, config) -> str:
-        g = config.gm
-        return f"{self.name} (factor {g.factor}, {g.layers} layers, {g.distance} distance, lr_img {g.lr_img:g})"
-
 
 class IDC(GradientMatchingMethod):
     """IDC (Kim et al. 2022): multi-formation, conv-weight matching."""

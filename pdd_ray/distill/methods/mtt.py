@@ -40,6 +40,18 @@ class MTT(BaseMethod):
         if config.stages.forgetting_curriculum and config.buffer is None and not config.experts.track_forgetting:
             raise UserError("stages.forgetting_curriculum needs experts.track_forgetting=true "
                             "(the stage-1 experts count the forgetting events)")
+        self._check_batch_split(config)
+
+    @staticmethod
+    def _check_batch_split(config) -> None:
+        """``parallel.split=batch`` shards the student minibatch over workers: the adjoint unroll, enough rows."""
+        p = config.parallel
+        if p.split != "batch" or p.workers <= 1:
+            return
+        if not config.mtt.memory_saving:
+            raise UserError("parallel.split=batch needs mtt.memory_saving=true (the sharded unroll is the adjoint one)")
+        if 0 < _student_batch(config) < p.workers:
+            raise UserError(f"parallel.split=batch with {p.workers} workers needs mtt.batch_syn >= {p.workers}")
 
     def before_stage(self, config, data, index: int, progress: bool) -> None:
         from pdd_ray.distill.curriculum import stage_partition
@@ -60,10 +72,14 @@ class MTT(BaseMethod):
         return MTTMatcher(config.mtt, store, FlatForward(model), self.augment(config), ctx.device, ctx.comm,
                           shard_batch=config.parallel.split == "batch")
 
-    def describe(self, config) -> str:
-        m = config.mtt
-        return (f"mtt (syn_steps {m.syn_steps}, expert_epochs {m.expert_epochs}, max_start_epoch "
-                f"{m.max_start_epoch}, lr_img {m.lr_img:g}, lr_lr {m.lr_lr:g})")
+
+def _student_batch(config) -> int:
+    """The student minibatch if the config fixes it (0: the whole union, known only at run time)."""
+    if config.mtt.batch_syn is not None:
+        return config.mtt.batch_syn
+    from pdd_ray.data.registry import DATASETS
+    classes = getattr(DATASETS.get(config.data.dataset), "num_classes", None)
+    return classes * config.stages.ipc if classes else 0
 
 
 METHODS.register("mtt")(MTT())
