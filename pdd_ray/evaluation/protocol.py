@@ -48,21 +48,31 @@ class Phase:
     epochs: int
 
 
-def phases_for(stages: list, mode: str, epochs: int, lr: float | None = None) -> list[Phase]:
-    """The phase list of an evaluation ``mode`` over ``stages`` (``synset.Stage`` objects)."""
-    def stage_lr(stage) -> float:
-        return lr if lr is not None else (stage.lr if stage.lr else DEFAULT_LR)
+def phases_for(stages: list, mode: str, epochs: int, lr: float | None = None,
+               device: torch.device | str | None = None) -> list[Phase]:
+    """The phase list of an evaluation ``mode`` over ``stages`` (``synset.Stage`` objects).
 
-    data = [s.training_data() for s in stages]  # multi-formation sets are decoded here
+    The union S_1 ∪ … ∪ S_P is built once (on ``device`` when given) and every
+    phase's images are a view of it: the prefix U_k for progressive, the slice
+    S_k for sequential. Memory is one union however many stages there are.
+    """
+    if mode not in ("progressive", "union", "sequential"):
+        raise ValueError(f"unknown evaluation mode '{mode}'")
+    lrs = [lr if lr is not None else (s.lr if s.lr else DEFAULT_LR) for s in stages]
+    images, labels, ends = [], [], [0]
+    for stage in stages:  # multi-formation sets are decoded here, one stage at a time
+        x, y = stage.training_data()
+        images.append(x.to(device))
+        labels.append(y.to(device))
+        ends.append(ends[-1] + len(y))
+    images, labels = torch.cat(images), torch.cat(labels)
     if mode == "progressive":
-        return [Phase(torch.cat([d[0] for d in data[: k + 1]]), torch.cat([d[1] for d in data[: k + 1]]),
-                      stage_lr(stages[k]), epochs) for k in range(len(stages))]
+        return [Phase(images[: ends[k + 1]], labels[: ends[k + 1]], lrs[k], epochs) for k in range(len(stages))]
     if mode == "union":
         # The union is trained once, with the lr learned for the last (largest) stage.
-        return [Phase(torch.cat([d[0] for d in data]), torch.cat([d[1] for d in data]), stage_lr(stages[-1]), epochs)]
-    if mode == "sequential":
-        return [Phase(d[0], d[1], stage_lr(s), epochs) for s, d in zip(stages, data)]
-    raise ValueError(f"unknown evaluation mode '{mode}'")
+        return [Phase(images, labels, lrs[-1], epochs)]
+    return [Phase(images[ends[k]: ends[k + 1]], labels[ends[k]: ends[k + 1]], lrs[k], epochs)
+            for k in range(len(stages))]
 
 
 def epochs_run(epochs: int, schedule: str = "official") -> int:
@@ -177,20 +187,35 @@ class EvalResult:
 def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module], *,
                        mode: str = "progressive", runs: int = 5, epochs: int = 500, lr: float | None = None,
                        batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
-                       augment=None, seed: int = 0, progress: bool = True, schedule: str = "official") -> EvalResult:
+                       augment=None, seed: int = 0, progress: bool = True, schedule: str = "official",
+                       device: torch.device | str | None = None) -> EvalResult:
     """Train ``runs`` fresh networks on ``stages`` under ``mode`` and record test accuracy after each phase.
 
-    Run j seeds the network init and the batch order / augmentation with ``seed + j``.
+    Run j seeds the network init and the batch order / augmentation with ``seed + j``
+    (``evaluate_run``); ``device``: where the union lives while the runs train (default: where it is).
     """
     result = EvalResult(mode)
-    phases = phases_for(stages, mode, epochs, lr)
+    phases = phases_for(stages, mode, epochs, lr, device)
     for run in tqdm(range(runs), desc=f"evaluate ({mode})", disable=not progress):
-        torch.manual_seed(seed + run)  # network init
-        generator = torch.Generator().manual_seed(seed + run)  # batch order and augmentation
-        model = make_model()
-        accs: list[float] = []
-        train_on_phases(model, phases, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                        augment=augment, generator=generator, schedule=schedule,
-                        after_phase=lambda k, m: accs.append(accuracy(m, *test)))
-        result.per_run.append(accs)
+        result.per_run.append(evaluate_run(phases, test, make_model, seed + run, batch_size=batch_size,
+                                           momentum=momentum, weight_decay=weight_decay, augment=augment,
+                                           schedule=schedule))
     return result
+
+
+def evaluate_run(phases: list[Phase], test: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
+                 seed: int, *, batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 augment=None, schedule: str = "official") -> list[float]:
+    """One evaluation run: a fresh network seeded ``seed`` trained through ``phases``; test accuracy per phase.
+
+    ``seed`` seeds the network init (global RNG) and the batch order / augmentation (its own
+    generator), so one run gives the same numbers in this process or in a Ray task.
+    """
+    torch.manual_seed(seed)  # network init
+    generator = torch.Generator().manual_seed(seed)  # batch order and augmentation
+    model = make_model()
+    accs: list[float] = []
+    train_on_phases(model, phases, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                    augment=augment, generator=generator, schedule=schedule,
+                    after_phase=lambda k, m: accs.append(accuracy(m, *test)))
+    return accs

@@ -59,9 +59,9 @@ class EvalProtocol:
 
     # ------------------------------------------------------------ training
 
-    def phases(self, stages: list, mode: str | None = None) -> list[Phase]:
-        """The phase list of ``mode`` (default: the protocol's) over ``stages``."""
-        return phases_for(stages, mode or self.mode, self.epochs, self.lr)
+    def phases(self, stages: list, mode: str | None = None, device: torch.device | str | None = None) -> list[Phase]:
+        """The phase list of ``mode`` (default: the protocol's) over ``stages``, views of one union."""
+        return phases_for(stages, mode or self.mode, self.epochs, self.lr, device)
 
     def epochs_per_phase(self) -> int:
         """Epochs one phase actually trains under the schedule."""
@@ -88,13 +88,17 @@ class EvalProtocol:
                                optimizer=optimizer)
 
     def evaluate(self, stages: list, split: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
-                 *, mode: str | None = None, runs: int | None = None, progress: bool = True) -> EvalResult:
-        """Train ``runs`` fresh networks on ``stages`` and record accuracy on ``split`` after every phase."""
+                 *, mode: str | None = None, runs: int | None = None, progress: bool = True,
+                 device: torch.device | str | None = None) -> EvalResult:
+        """Train ``runs`` fresh networks on ``stages`` and record accuracy on ``split`` after every phase.
+
+        ``device``: where the union lives while the runs train (once, every phase a view of it).
+        """
         return evaluate_synthetic(stages, split, make_model, mode=mode or self.mode,
                                   runs=self.runs if runs is None else runs, epochs=self.epochs, lr=self.lr,
                                   batch_size=self.batch_size, momentum=self.momentum,
                                   weight_decay=self.weight_decay, augment=self.augment, seed=self.seed,
-                                  progress=progress, schedule=self.schedule)
+                                  progress=progress, schedule=self.schedule, device=device)
 
     # ------------------------------------------------------------ in words
 

@@ -182,3 +182,25 @@ def test_same_seed_same_result_and_one_accuracy_per_phase(tiny_separable):
     a = evaluate_synthetic(stages, (data.images, data.labels), make, **kwargs)
     b = evaluate_synthetic(stages, (data.images, data.labels), make, **kwargs)
     assert a.per_run == b.per_run and len(a.per_run[0]) == 2
+
+
+def test_phases_are_views_of_one_union_not_copies():
+    progressive = phases_for(_stages(), "progressive", epochs=2)
+    base = progressive[-1].images.untyped_storage().data_ptr()
+    assert all(p.images.untyped_storage().data_ptr() == base for p in progressive)  # no per-prefix copy
+    sequential = phases_for(_stages(), "sequential", epochs=2)
+    assert len({p.images.untyped_storage().data_ptr() for p in sequential}) == 1
+
+
+def test_view_phases_train_exactly_as_concatenated_copies(tiny_separable):
+    """The view-based phase list gives the same networks as concatenating every prefix union afresh."""
+    from pdd_ray.evaluation import Phase, evaluate_run
+    data = tiny_separable
+    stages = [Stage(data.images[i::16], data.labels[i::16], 0.02 * (i + 1)) for i in range(3)]
+    copies = [Phase(torch.cat([s.images for s in stages[: k + 1]]).clone(),
+                    torch.cat([s.labels for s in stages[: k + 1]]).clone(), stages[k].lr, 3) for k in range(3)]
+    make = lambda: create_model("convnet", 1, 4, 8, width=4, depth=2)
+    test = (data.images, data.labels)
+    views = evaluate_run(phases_for(stages, "progressive", 3), test, make, seed=3, batch_size=8)
+    reference = evaluate_run(copies, test, make, seed=3, batch_size=8)
+    assert views == pytest.approx(reference, abs=1e-6) and len(views) == 3
