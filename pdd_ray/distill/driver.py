@@ -4,6 +4,8 @@
     OUT/stages/stage_<i>.ckpt  the running stage's checkpoint
     OUT/synthetic/             the synthetic-set directory, one stage appended as each finishes
 
+(every path: ``run_dir.RunDir``)
+
 Everything method-specific is asked of the base method's registry entry
 (``pdd_ray.distill.methods``). Finished stages are read back, never recomputed
 or overwritten; the running stage resumes from its checkpoint.
@@ -28,7 +30,7 @@ from pdd_ray.distill.curriculum import stage_partition
 from pdd_ray.distill.init import init_from_real
 from pdd_ray.distill.methods import MatcherContext
 from pdd_ray.distill.stage import StageSettings, distill_stage
-from pdd_ray.distill.transitions import synthetic_dir
+from pdd_ray.distill.run_dir import RunDir
 from pdd_ray.distill.validation import ProgressiveValidator
 from pdd_ray.errors import UserError
 from pdd_ray.evaluation import EvalProtocol
@@ -39,7 +41,7 @@ from pdd_ray.visualize import save_image_grid
 
 def load_or_start(config: DistillConfig, data: DataBundle) -> synset_io.SyntheticSet:
     """The finished stages so far (empty set on a fresh run)."""
-    directory = synthetic_dir(config)
+    directory = RunDir.of(config).synthetic
     if (directory / "manifest.json").is_file():
         synset = synset_io.load(directory)
         if synset.dataset != data.name or synset.method != f"pdd:{config.method}":
@@ -93,9 +95,10 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
         val_hook = (lambda it, acc, i=index: on_validation(i, it, acc)) if on_validation else None
         stage = distill_one(config, data, synset, index, device, progress, hook, val_hook)
         synset.stages.append(stage)
-        synset_io.save(synset, synthetic_dir(config))  # stage files first, manifest last
+        paths = RunDir.of(config)
+        synset_io.save(synset, paths.synthetic)  # stage files first, manifest last
         pixels, labels = stage.training_data()
-        save_image_grid(data.preprocessor.inverse(pixels), labels, synthetic_dir(config) / f"stage_{index + 1}.png", data.class_names,
+        save_image_grid(data.preprocessor.inverse(pixels), labels, paths.stage_picture(index), data.class_names,
                         title=f"stage {index + 1}: {config.method}, ipc {config.stages.ipc}")
     return synset
 
@@ -128,7 +131,7 @@ def prepare_stage(config: DistillConfig, data: DataBundle, finished: list, index
     matcher = base.build_matcher(MatcherContext(config, data, finished[:index], index, device, allowed, comm))
     return StageJob(state, matcher, _settings(config, index), build_validator(config, data, earlier, labels, device),
                     stage_fingerprint(config, index, frozen[0]), factor,
-                    Path(config.out) / "stages" / f"stage_{index + 1}.ckpt")
+                    RunDir.of(config).stage_checkpoint(index))
 
 
 def stage_fingerprint(config: DistillConfig, index: int, frozen_images: torch.Tensor) -> str:

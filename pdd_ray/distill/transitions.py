@@ -10,8 +10,7 @@
 So snapshot 0 of expert k of stage i is a network trained progressively on
 U_1, …, U_{i-1}, and stage i matches real-data training from exactly there.
 
-    OUT/experts/stage_<i>/                  the buffers
-    OUT/experts/stage_<i>.partition         training positions stage i's experts use (forgetting curriculum)
+Paths: ``pdd_ray.distill.run_dir.RunDir`` (``experts(i)``, ``partition(i)``).
 """
 
 from __future__ import annotations
@@ -21,25 +20,22 @@ from pathlib import Path
 
 import torch
 
-from pdd_ray.storage import resolve_input_dir
+from pdd_ray.distill.run_dir import RunDir
 
 
 def synthetic_dir(config) -> Path:
-    """Where the synthetic set of a run lives."""
-    return Path(config.out) / "synthetic"
+    """Where the synthetic set of a run lives (``RunDir.synthetic``)."""
+    return RunDir.of(config).synthetic
 
 
 def expert_dir(config, index: int) -> Path:
-    """The expert buffer stage ``index`` (0-based) matches against."""
-    if index == 0 or not config.stages.transitions:
-        # A URI buffer (s3://, gs://, ...) is mirrored into the local cache once; later calls fetch nothing new.
-        return resolve_input_dir(config.buffer) if config.buffer else Path(config.out) / "experts" / "stage_1"
-    return Path(config.out) / "experts" / f"stage_{index + 1}"
+    """The expert buffer stage ``index`` (0-based) matches against (``RunDir.experts``)."""
+    return RunDir.of(config).experts(index)
 
 
 def partition_file(config, index: int) -> Path:
-    """Where the training positions of stage ``index``'s experts are written."""
-    return Path(config.out) / "experts" / f"stage_{index + 1}.partition"
+    """Where the training positions of stage ``index``'s experts are written (``RunDir.partition``)."""
+    return RunDir.of(config).partition(index)
 
 
 def chained(config, index: int) -> bool:

@@ -8,14 +8,13 @@ whether distillation paid.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 from pdd_ray import synset as synset_io
 from pdd_ray.config import to_dict
 from pdd_ray.data.bundle import create_dataset
 from pdd_ray.distill.config import DistillConfig
-from pdd_ray.distill.driver import run_stages, synthetic_dir
+from pdd_ray.distill.driver import run_stages
+from pdd_ray.distill.run_dir import RunDir
 from pdd_ray.evaluation import EvalProtocol, EvalResult
 from pdd_ray.jobs.common import model_factory
 from pdd_ray.provenance import now, versions, write_json
@@ -36,7 +35,7 @@ def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_
     device = resolve_device(config.device)
     data = create_dataset(config.data)
     synset = run_stages(config, data, device, progress, on_iteration, on_validation)
-    summary = {"out": config.out, "synthetic": str(synthetic_dir(config)), "stages": len(synset.stages)}
+    summary = {"out": config.out, "synthetic": str(RunDir.of(config).synthetic), "stages": len(synset.stages)}
     if score_validation:
         protocol, make_model = _protocol(config, data, device)
         summary["val"] = protocol.evaluate(synset.stages, (data.val.images, data.val.labels), make_model,
@@ -70,12 +69,12 @@ def evaluate_and_report(config: DistillConfig, data, synset, device, progress: b
                             "on the validation split; accuracy on the test split"),
                "random_real_protocol": baseline.describe(num_stages=1) + "; accuracy on the test split",
                "config": to_dict(config), "seed": config.seed, "versions": versions(), "created": now()}
-    out = Path(config.out)
-    write_json(out / "metrics.json", metrics)
-    save_accuracy_plot({f"PDD ({config.method})": pdd.per_phase_mean()}, out / "accuracy_vs_stage.png",
+    paths = RunDir.of(config)
+    write_json(paths.metrics, metrics)
+    save_accuracy_plot({f"PDD ({config.method})": pdd.per_phase_mean()}, paths.accuracy_plot,
                        title=f"{data.name}: {len(synset.stages)} stages x ipc {config.stages.ipc}; "
                              f"random real at ipc {total_ipc}: {100 * random.mean:.1f}%")
-    (out / "report.md").write_text(render_report(config, metrics))
+    paths.report.write_text(render_report(config, metrics))
     return metrics
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from pdd_ray.distill.checkpoint import load_checkpoint
+from pdd_ray.distill.run_dir import RunDir
 from pdd_ray.distill.stage import StageOutcome, check_resumable, distill_stage, outcome_from_checkpoint
 from pdd_ray.errors import UserError, user_error_in
 from pdd_ray.provenance import atomic_write
@@ -52,7 +53,7 @@ def distill_stage_on_workers(config, finished: list, index: int, job, prepare) -
     from pdd_ray.cluster import ray_session
 
     config = absolute_paths(config)
-    checkpoint_path = Path(config.out) / "stages" / f"stage_{index + 1}.ckpt"
+    checkpoint_path = RunDir.of(config).stage_checkpoint(index)
     if checkpoint_path.is_file():
         meta = check_resumable(checkpoint_path, job.fingerprint)
         if meta["iteration"] >= config.stages.iterations:
@@ -127,7 +128,7 @@ def _resources(p) -> dict:
 
 
 def _storage_path(config) -> str:
-    return config.parallel.storage_path or str(Path(config.out) / "ray_train")
+    return config.parallel.storage_path or str(RunDir.of(config).ray_train)
 
 
 # ---------------------------------------------------------------------------- on each worker
