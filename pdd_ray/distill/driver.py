@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from pdd_ray import synset as synset_io
@@ -61,8 +62,8 @@ FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval", "paralle
 METHOD_SECTIONS = ("mtt", "gm")  # each method adds back its own (``BaseMethod.fingerprint``)
 
 
-def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
-    """sha256 of the settings that determine the distilled images (plus ``extra`` bytes)."""
+def config_fingerprint(config: DistillConfig, *extra) -> str:
+    """sha256 of the settings that determine the distilled images, then of the ``extra`` buffers in order."""
     relevant = {k: v for k, v in to_dict(config).items() if k not in FINGERPRINT_EXCLUDES + METHOD_SECTIONS}
     relevant["data"] = {k: v for k, v in relevant["data"].items() if k not in ("root", "download")}
     relevant["experts"] = {k: v for k, v in relevant["experts"].items()
@@ -71,7 +72,10 @@ def config_fingerprint(config: DistillConfig, extra: bytes = b"") -> str:
     # The buffer as an absolute path: workers see absolute paths, and a relative one means the same place.
     relevant["buffer"] = config.buffer if config.buffer is None or is_uri(config.buffer) \
         else str(Path(config.buffer).resolve())
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode() + extra).hexdigest()
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode())
+    for buffer in extra:  # streamed: hashing the frozen union must not copy it
+        digest.update(buffer)
+    return digest.hexdigest()
 
 
 def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, progress: bool = True,
@@ -136,7 +140,8 @@ def prepare_stage(config: DistillConfig, data: DataBundle, finished: list, index
 
 def stage_fingerprint(config: DistillConfig, index: int, frozen_images: torch.Tensor) -> str:
     """What a stage checkpoint must match to be resumed: the config and the earlier stages' images."""
-    return config_fingerprint(config, f"stage {index}".encode() + frozen_images.cpu().numpy().tobytes())
+    pixels = frozen_images.detach().cpu().contiguous().numpy().reshape(-1)  # 1-D: a byte view of any length
+    return config_fingerprint(config, f"stage {index}".encode(), pixels.view(np.uint8))
 
 
 def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.SyntheticSet, index: int,

@@ -118,6 +118,24 @@ def batch_schedule(union_size: int, steps: int, batch: int | None, seed: int) ->
     return schedule
 
 
+def gather_union(frozen: torch.Tensor, live: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of the union ``cat([frozen, live])`` without building the union.
+
+    Union order as ``SyntheticState.union()``: frozen rows first, so an index means the same
+    row in every replay. Frozen and live rows are gathered separately and put back in
+    ``index`` order: a step costs its minibatch, not the union, and the backward pass
+    scatters into a live-sized gradient only (no union-sized zero tensor).
+    """
+    is_live = index >= len(frozen)
+    if not bool(is_live.any()):
+        return frozen[index]
+    if bool(is_live.all()):
+        return live[index - len(frozen)]
+    order = torch.cat([torch.nonzero(~is_live).squeeze(1), torch.nonzero(is_live).squeeze(1)])
+    parts = torch.cat([frozen[index[~is_live]], live[index[is_live] - len(frozen)]])
+    return parts[torch.argsort(order)]  # back to minibatch order
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The CPU generator for step ``step``'s augmentation: a function of (seed, step) only, so it can be replayed."""
     # SeedSequence mixes the pair well: nearby (seed, step) pairs give unrelated streams.
@@ -252,8 +270,7 @@ class MTTMatcher:
         schedule = [idx.to(self.device) for idx in batch_schedule(len(labels), cfg.syn_steps, batch, item.seed)]
 
         def step(k: int, theta: torch.Tensor, live: torch.Tensor, lr: torch.Tensor, create_graph: bool) -> torch.Tensor:
-            # Union order as SyntheticState.union(): frozen first, so indices mean the same in every replay.
-            x = torch.cat([frozen, live])[schedule[k]]
+            x = gather_union(frozen, live, schedule[k])
             y = labels[schedule[k]]
             if self.augment is not None:
                 # Augment the whole minibatch, then slice: every shard sees exactly its part of the same draw.
