@@ -101,14 +101,26 @@ class EvalConfig:
     mode: str = "progressive"
     schedule: str = "official"
     seed: int = 0
+    # Where the runs train: "process" (here, one after another) or "ray" (every run of the final
+    # evaluation and the random baseline at once as Ray tasks; validation checks beside the stage).
+    executor: str = "process"
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0  # fractional: 0.25 packs four runs on a GPU
+    cutmix: float = 0.0  # probability a training batch is CutMix-ed (IDC's evaluation: 0.5 with schedule multistep)
 
     def validate(self) -> None:
         _check(self.runs >= 1, f"eval.runs must be >= 1, got {self.runs}")
+        _check(self.executor in ("process", "ray"), f"eval.executor must be process or ray, got '{self.executor}'")
+        _check(self.cpus_per_run > 0 and self.gpus_per_run >= 0,
+               f"eval.cpus_per_run must be > 0 and eval.gpus_per_run >= 0, got {self.cpus_per_run}, "
+               f"{self.gpus_per_run}")
+        _check(not isinstance(self.cutmix, bool) and isinstance(self.cutmix, (int, float))
+               and 0.0 <= self.cutmix <= 1.0, f"eval.cutmix must be a probability in [0, 1], got {self.cutmix!r}")
         _check(self.epochs >= 1, f"eval.epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr is None or self.lr > 0, f"eval.lr must be > 0, got {self.lr}")
         _check(self.mode in EVAL_MODES, f"eval.mode must be one of {', '.join(EVAL_MODES)}, got '{self.mode}'")
-        schedules = ("official", "halfway")  # pdd_ray.evaluation.protocol.SCHEDULES
+        schedules = ("official", "halfway", "multistep")  # pdd_ray.evaluation.protocol.SCHEDULES
         _check(self.schedule in schedules,
                f"eval.schedule must be one of {', '.join(schedules)}, got '{self.schedule}'")
 

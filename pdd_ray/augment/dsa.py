@@ -13,11 +13,25 @@ Ops and reference parameters (DC/DSA/MTT ``ParamDiffAug``):
 * ``crop``   - integer translation by up to +-0.125 of the size, zero fill.
 * ``cutout`` - zero a square of side ``int(0.5*size+0.5)`` at a random centre.
 * ``flip``   - horizontal flip with p=0.5.
-* ``scale``  - independent x/y scale in [1/1.2, 1.2] about the centre.
+* ``scale``  - independent x/y factors s in [1/1.2, 1.2] about the centre; the content is
+  zoomed by 1/s (the reference's ``affine_grid`` with diag(s) samples the input at s·p, so
+  s > 1 shrinks the image).
 * ``rotate`` - rotation by up to +-15 degrees about the centre.
 
 Geometric ops (crop, flip, scale, rotate) become 3x3 pixel-space matrices that are composed
 and applied with a single kornia ``warp_affine`` (bilinear, zero padding, align_corners=True).
+Cutout always runs last, after colour and the warp (the reference's order).
+
+Modes (``DSAConfig.mode``), i.e. which of the strategy's ops one call applies:
+
+* ``single`` - one op drawn at random (DC/DSA/MTT ``aug_mode='S'``).
+* ``all``    - every op.
+* ``idc``    - IDC's ``DiffAug``: colour and flip always, one op drawn from the remaining
+  geometric ones (crop / scale / rotate), cutout last.
+
+``DSAConfig.batch`` (DSA's ``batchmode``, IDC's ``DiffAug(batch=True)``): one parameter set
+per call, shared by every image of the batch, so a siamese call transforms every real and
+every synthetic image identically. Off, every sample gets its own draw (MTT's default).
 """
 
 from __future__ import annotations
@@ -31,7 +45,8 @@ from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
 from pdd_ray.errors import UserError
 
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
-MODES = ("single", "all")
+MODES = ("single", "all", "idc")
+ALWAYS_IN_IDC = ("color", "flip")  # IDC's DiffAug applies these on every call; one of the others is drawn
 GEOMETRIC = frozenset({"crop", "flip", "scale", "rotate"})
 
 # Reference hyper-parameters (ParamDiffAug in the DC/DSA/MTT code).
@@ -59,10 +74,11 @@ Values = Mapping[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class DSAConfig:
-    """Which ops to use (``'_'``-joined strategy) and whether to apply one per call or all."""
+    """Which ops to use (``'_'``-joined strategy), how many a call applies, and per-batch or per-sample draws."""
 
     strategy: str = "color_crop_cutout_flip_scale_rotate"
     mode: str = "single"
+    batch: bool = False  # one parameter set per call for the whole batch (DSA batchmode)
 
     def __post_init__(self) -> None:
         """Reject unknown or repeated ops and unknown modes."""
@@ -78,6 +94,8 @@ class DSAConfig:
             raise UserError(f"DSA strategy '{self.strategy}' repeats an op")
         if self.mode not in MODES:
             raise UserError(f"unknown DSA mode '{self.mode}'; choose one of: {', '.join(MODES)}")
+        if not isinstance(self.batch, bool):
+            raise UserError(f"DSA batch must be true or false, got {self.batch!r}")
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -244,7 +262,8 @@ def _flip_matrix(values: Values, n: int, h: int, w: int) -> torch.Tensor:
 
 
 def _scale_matrix(values: Values, n: int, h: int, w: int) -> torch.Tensor:
-    scale = values["scale"][:n].to(torch.float64)
+    # The forward map scales by 1/s: the reference samples the input at s·p (affine_grid with diag(s)).
+    scale = 1.0 / values["scale"][:n].to(torch.float64)
     angle = torch.zeros(n, dtype=torch.float64, device=scale.device)
     return _homogeneous(get_rotation_matrix2d(_centre(n, h, w, scale), angle, scale))
 
@@ -301,25 +320,42 @@ class DSA:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         h, w = (int(s) for s in image_size)
-        ops = self.ops
-        if self.config.mode == "single":
-            ops = (ops[int(torch.randint(len(ops), (1,), generator=generator))],)
+        ops = self._draw_ops(generator)
+        drawn = 1 if self.config.batch else n
         values: dict[str, torch.Tensor] = {}
         for op in ops:
-            values.update(_SAMPLERS[op](n, h, w, generator))
+            values.update(_SAMPLERS[op](drawn, h, w, generator))
+        if self.config.batch:  # one parameter set, the same for every sample
+            values = {k: v.expand(n, *v.shape[1:]) for k, v in values.items()}
         if device is not None:
             values = {k: v.to(device) for k, v in values.items()}
         return DSAParams(ops=ops, values=values, image_size=(h, w))
+
+    def _draw_ops(self, generator: torch.Generator | None) -> tuple[str, ...]:
+        """The ops of one call under the mode (``single``: one; ``idc``: colour, flip, one other, cutout)."""
+        ops, mode = self.ops, self.config.mode
+        if mode == "single":
+            return (ops[int(torch.randint(len(ops), (1,), generator=generator))],)
+        if mode == "idc":
+            # Colour before flip: the two commute exactly, and colour must precede the warp (contrast
+            # uses the whole image's mean, which a zero-filled crop changes).
+            always = tuple(op for op in ALWAYS_IN_IDC if op in ops)
+            others = [op for op in ops if op not in ALWAYS_IN_IDC and op != "cutout"]
+            chosen = (others[int(torch.randint(len(others), (1,), generator=generator))],) if others else ()
+            return always + chosen + (("cutout",) if "cutout" in ops else ())
+        return ops
 
     def apply(self, x: torch.Tensor, params: DSAParams) -> torch.Tensor:
         """Augment x (N, C, H, W) with the parameters of the first N samples of the draw."""
         _check_batch(x, params)
         if x.shape[0] == 0:
             return x.clone()
-        # Pixel ops run in draw order; all geometric ops run as one warp at the first one's slot.
+        # Pixel ops run in draw order; all geometric ops run as one warp at the first one's slot;
+        # cutout runs last, after colour and the warp, as in the reference.
         geometric = [op for op in params.ops if op in GEOMETRIC]
+        order = [op for op in params.ops if op != "cutout"] + [op for op in params.ops if op == "cutout"]
         warped = False
-        for op in params.ops:
+        for op in order:
             if op not in GEOMETRIC:
                 x = _PIXEL_OPS[op](x, _first(params.values, PARAM_KEYS[op], x.shape[0]))
             elif not warped:

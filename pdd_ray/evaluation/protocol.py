@@ -19,6 +19,11 @@ The lr schedule inside a phase of ``epochs`` = E (``SCHEDULES``):
               x0.1 after the epoch with index E//2 + 1, so epochs 0..E//2+1 run
               at lr and the rest at lr/10 (no drop when E < 3)
     halfway:  E epochs; x0.1 from epoch index E//2 (none when E == 1)
+    multistep: E epochs, IDC's ``MultiStepLR(milestones=[2E//3, 5E//6], gamma=0.2)``
+              (``train.py``): epoch index i runs at lr x 0.2^(number of milestones <= i)
+
+``cutmix`` (IDC's evaluation and network training): the probability that a
+batch is CutMix-ed after DSA (``pdd_ray.augment.cutmix``).
 """
 
 from __future__ import annotations
@@ -34,8 +39,14 @@ from tqdm.auto import tqdm
 from pdd_ray.train.loop import accuracy, make_sgd, train_epoch
 
 DEFAULT_LR = 0.01  # protocol lr when a stage carries no learned lr
-SCHEDULES = ("official", "halfway")
+SCHEDULES = ("official", "halfway", "multistep")
 LR_DECAY = 0.1
+MULTISTEP_GAMMA = 0.2  # IDC train.py's MultiStepLR gamma
+
+
+def multistep_milestones(epochs: int) -> tuple[int, int]:
+    """IDC's milestones for a phase of ``epochs``: ``(2E//3, 5E//6)``."""
+    return 2 * epochs // 3, 5 * epochs // 6
 
 
 @dataclass
@@ -76,7 +87,7 @@ def phases_for(stages: list, mode: str, epochs: int, lr: float | None = None,
 
 
 def epochs_run(epochs: int, schedule: str = "official") -> int:
-    """Epochs a phase of ``epochs`` actually trains: ``epochs + 1`` (official) or ``epochs`` (halfway)."""
+    """Epochs a phase of ``epochs`` actually trains: ``epochs + 1`` (official) or ``epochs`` (halfway, multistep)."""
     _check_schedule(schedule)
     return epochs + 1 if schedule == "official" else epochs
 
@@ -90,11 +101,22 @@ def epochs_setting(run: int, schedule: str = "official") -> int:
 
 
 def first_decayed_epoch(epochs: int, schedule: str = "official") -> int | None:
-    """Index of the first epoch of a phase of ``epochs`` that runs at lr x0.1; None when none does."""
+    """Index of the first epoch of a phase of ``epochs`` that runs at a reduced lr; None when none does."""
+    if schedule == "multistep":
+        first = next((m for m in multistep_milestones(epochs) if 0 < m), None)
+        return first if first is not None and first < epochs else None
     first = epochs // 2 + 2 if schedule == "official" else epochs // 2
     if schedule == "halfway" and epochs <= 1:
         return None
     return first if first < epochs_run(epochs, schedule) else None
+
+
+def lr_factor(epoch: int, epochs: int, schedule: str = "official") -> float:
+    """The multiple of the phase's lr that epoch index ``epoch`` of a phase of ``epochs`` runs at."""
+    if schedule == "multistep":
+        return MULTISTEP_GAMMA ** sum(1 for m in multistep_milestones(epochs) if m <= epoch)
+    first = first_decayed_epoch(epochs, schedule)
+    return LR_DECAY if first is not None and epoch >= first else 1.0
 
 
 def phase_count(mode: str, num_stages: int) -> int:
@@ -112,13 +134,14 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_de
 def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 256, momentum: float = 0.9,
                     weight_decay: float = 5e-4, augment=None, generator: torch.Generator | None = None,
                     after_phase: Callable[[int, nn.Module], None] | None = None, progress: bool = False,
-                    schedule: str = "official", optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+                    schedule: str = "official", optimizer: torch.optim.Optimizer | None = None,
+                    cutmix: float = 0.0) -> nn.Module:
     """Train ``model`` through ``phases`` under ``schedule``, SGD momentum carried from phase to phase.
 
     ``optimizer``: an SGD over ``model``'s parameters whose momentum buffers carry into these
     phases (to continue an earlier call); None starts from a new one (no momentum yet). Each phase
     resets its lr, momentum and weight decay, as a rebuilt optimizer would. ``after_phase(k, model)``
-    runs after the last epoch of phase k.
+    runs after the last epoch of phase k. ``cutmix``: per-batch CutMix probability (0: none).
     """
     _check_schedule(schedule)
     if optimizer is None:
@@ -128,13 +151,11 @@ def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 
                leave=False)
     for k, phase in enumerate(phases):
         images, labels = phase.images.to(device), phase.labels.to(device)
-        decay_from = first_decayed_epoch(phase.epochs, schedule)
         for group in optimizer.param_groups:  # the reference's fresh SGD per phase, its state kept
             group.update(momentum=momentum, weight_decay=weight_decay)
         for epoch in range(epochs_run(phase.epochs, schedule)):
-            decayed = decay_from is not None and epoch >= decay_from
-            _set_lr(optimizer, phase.lr * (LR_DECAY if decayed else 1.0))
-            train_epoch(model, images, labels, optimizer, batch_size, augment, generator)
+            _set_lr(optimizer, phase.lr * lr_factor(epoch, phase.epochs, schedule))
+            train_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=cutmix)
             bar.update(1)
         if after_phase is not None:
             after_phase(k, model)
@@ -188,7 +209,7 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
                        mode: str = "progressive", runs: int = 5, epochs: int = 500, lr: float | None = None,
                        batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                        augment=None, seed: int = 0, progress: bool = True, schedule: str = "official",
-                       device: torch.device | str | None = None) -> EvalResult:
+                       device: torch.device | str | None = None, cutmix: float = 0.0) -> EvalResult:
     """Train ``runs`` fresh networks on ``stages`` under ``mode`` and record test accuracy after each phase.
 
     Run j seeds the network init and the batch order / augmentation with ``seed + j``
@@ -199,13 +220,13 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
     for run in tqdm(range(runs), desc=f"evaluate ({mode})", disable=not progress):
         result.per_run.append(evaluate_run(phases, test, make_model, seed + run, batch_size=batch_size,
                                            momentum=momentum, weight_decay=weight_decay, augment=augment,
-                                           schedule=schedule))
+                                           schedule=schedule, cutmix=cutmix))
     return result
 
 
 def evaluate_run(phases: list[Phase], test: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
                  seed: int, *, batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 augment=None, schedule: str = "official") -> list[float]:
+                 augment=None, schedule: str = "official", cutmix: float = 0.0) -> list[float]:
     """One evaluation run: a fresh network seeded ``seed`` trained through ``phases``; test accuracy per phase.
 
     ``seed`` seeds the network init (global RNG) and the batch order / augmentation (its own
@@ -216,6 +237,6 @@ def evaluate_run(phases: list[Phase], test: tuple[torch.Tensor, torch.Tensor], m
     model = make_model()
     accs: list[float] = []
     train_on_phases(model, phases, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                    augment=augment, generator=generator, schedule=schedule,
+                    augment=augment, generator=generator, schedule=schedule, cutmix=cutmix,
                     after_phase=lambda k, m: accs.append(accuracy(m, *test)))
     return accs

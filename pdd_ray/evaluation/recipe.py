@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pdd_ray.evaluation.protocol import (DEFAULT_LR, LR_DECAY, EvalResult, Phase, epochs_run, epochs_setting,
-                                         evaluate_synthetic, first_decayed_epoch, phase_count, phases_for,
-                                         train_on_phases)
+from pdd_ray.evaluation.protocol import (DEFAULT_LR, LR_DECAY, MULTISTEP_GAMMA, EvalResult, Phase, epochs_run,
+                                         epochs_setting, evaluate_synthetic, first_decayed_epoch,
+                                         multistep_milestones, phase_count, phases_for, train_on_phases)
 
 _MODE_TEXT = {
     "progressive": "progressive mode (phase k on the union S_1 ∪ … ∪ S_k, one phase per stage)",
@@ -28,7 +28,11 @@ _MODE_TEXT = {
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """How fresh networks are trained on a synthetic set and scored (defaults: PDD's ``evaluate_mtt.py``)."""
+    """How fresh networks are trained on a synthetic set and scored (defaults: PDD's ``evaluate_mtt.py``).
+
+    IDC's recipe (``evaluate_idc.py`` / ``train.py``) is ``batch_size=64, schedule="multistep",
+    cutmix=0.5, lr=0.01`` with DSA in IDC's mode without cutout (``augment.mode: idc``).
+    """
 
     mode: str = "progressive"
     runs: int = 5
@@ -41,6 +45,7 @@ class EvalProtocol:
     seed: int = 0
     augment: object | None = field(default=None, compare=False)  # a DSA, applied to every training batch
     arch: str = "network"  # named in ``describe``; the networks themselves come from ``make_model``
+    cutmix: float = 0.0  # probability that a training batch is CutMix-ed after DSA (IDC: 0.5)
 
     @classmethod
     def from_config(cls, eval, augment=None, arch: str = "network") -> "EvalProtocol":
@@ -51,7 +56,7 @@ class EvalProtocol:
             dsa = DSA(DSAConfig(augment.strategy, augment.mode))
         return cls(mode=eval.mode, runs=eval.runs, epochs=eval.epochs, schedule=eval.schedule,
                    batch_size=eval.batch_size, lr=eval.lr, momentum=eval.momentum, weight_decay=eval.weight_decay,
-                   seed=eval.seed, augment=dsa, arch=arch)
+                   seed=eval.seed, augment=dsa, arch=arch, cutmix=float(getattr(eval, "cutmix", 0.0)))
 
     def replace(self, **changes) -> "EvalProtocol":
         """A copy with some fields changed (``dataclasses.replace``)."""
@@ -85,7 +90,7 @@ class EvalProtocol:
         return train_on_phases(model, phases, batch_size=self.batch_size, momentum=self.momentum,
                                weight_decay=self.weight_decay, augment=self.augment, generator=generator,
                                after_phase=after_phase, progress=progress, schedule=self.schedule,
-                               optimizer=optimizer)
+                               optimizer=optimizer, cutmix=self.cutmix)
 
     def evaluate(self, stages: list, split: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
                  *, mode: str | None = None, runs: int | None = None, progress: bool = True,
@@ -98,7 +103,7 @@ class EvalProtocol:
                                   runs=self.runs if runs is None else runs, epochs=self.epochs, lr=self.lr,
                                   batch_size=self.batch_size, momentum=self.momentum,
                                   weight_decay=self.weight_decay, augment=self.augment, seed=self.seed,
-                                  progress=progress, schedule=self.schedule, device=device)
+                                  progress=progress, schedule=self.schedule, device=device, cutmix=self.cutmix)
 
     # ------------------------------------------------------------ in words
 
@@ -114,6 +119,10 @@ class EvalProtocol:
         n = self.epochs_per_phase()
         origin = (f"eval.epochs {self.epochs} + 1, the reference's range(E+1)" if self.schedule == "official"
                   else f"eval.epochs {self.epochs}")
+        if self.schedule == "multistep":
+            m1, m2 = multistep_milestones(self.epochs)
+            return (f"{n} epochs per phase ({origin}; 'multistep' schedule, IDC's MultiStepLR): lr x{MULTISTEP_GAMMA:g} "
+                    f"after epoch {m1} and again after epoch {m2}")
         first = first_decayed_epoch(self.epochs, self.schedule)
         if first is None:
             drop = "no lr drop (phase too short)"
@@ -125,10 +134,12 @@ class EvalProtocol:
     def augment_text(self) -> str:
         """DSA in words."""
         if self.augment is None:
-            return "no augmentation"
+            return f"no DSA, CutMix with probability {self.cutmix:g} per batch" if self.cutmix > 0 \
+                else "no augmentation"
         config = getattr(self.augment, "config", None)
         detail = f" ({config.strategy}, {config.mode})" if config is not None else ""
-        return f"DSA{detail} on every training batch"
+        mix = f", then CutMix with probability {self.cutmix:g} per batch" if self.cutmix > 0 else ""
+        return f"DSA{detail} on every training batch{mix}"
 
     def describe(self, mode: str | None = None, runs: int | None = None, num_stages: int | None = None) -> str:
         """One sentence saying exactly what is done (``mode`` / ``runs`` as ``evaluate`` takes them)."""

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdd_ray.augment.cutmix import cutmix_loss
 from pdd_ray.errors import UserError
 
 # on_batch(indices, logits, labels) lets callers watch training without owning the loop
@@ -41,11 +42,13 @@ def make_sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: f
 
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
                 batch_size: int = 256, augment=None, generator: torch.Generator | None = None,
-                on_batch: BatchHook | None = None) -> float:
+                on_batch: BatchHook | None = None, cutmix: float = 0.0) -> float:
     """One pass over (images, labels) in a random order; returns the mean loss.
 
     Images stay wherever they are (CPU or GPU); each batch is moved to the
     model's device, so small synthetic sets can live on the GPU whole.
+    ``cutmix``: probability that a batch is CutMix-ed after augmentation
+    (``pdd_ray.augment.cutmix``, IDC's recipe); 0 never draws for it.
     """
     device = next(model.parameters()).device
     model.train()
@@ -56,8 +59,11 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, op
         y = labels[batch_idx.to(labels.device)].to(device, non_blocking=True)
         if augment is not None:
             x = augment(x, generator=generator)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        if cutmix > 0:
+            loss, logits = cutmix_loss(model, x, y, cutmix, generator)
+        else:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -68,9 +68,9 @@ def test_train_uses_the_protocol_settings(monkeypatch):
     import pdd_ray.evaluation.protocol as protocol_module
     seen = []
 
-    def fake_epoch(model, images, labels, optimizer, batch_size, augment, generator):
+    def fake_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=0.0):
         group = optimizer.param_groups[0]
-        seen.append((group["lr"], group["momentum"], group["weight_decay"], batch_size, augment))
+        seen.append((group["lr"], group["momentum"], group["weight_decay"], batch_size, augment, cutmix))
         return 0.0
 
     monkeypatch.setattr(protocol_module, "train_epoch", fake_epoch)
@@ -79,7 +79,48 @@ def test_train_uses_the_protocol_settings(monkeypatch):
     model = create_model("convnet", 1, 4, 8, width=4, depth=2)
     protocol.train(model, protocol.phases(_stages(1)))
     assert [round(s[0], 6) for s in seen] == [0.2, 0.2, 0.2, 0.02]  # E=3: 4 epochs, x0.1 after index 2
-    assert all(s[1:] == (0.5, 0.01, 7, marker) for s in seen)
+    assert all(s[1:] == (0.5, 0.01, 7, marker, 0.0) for s in seen)
+
+
+def test_idc_recipe_trains_with_cutmix_and_multistep(monkeypatch):
+    """IDC's evaluation (train.py): batch 64, MultiStepLR x0.2 at 2E//3 and 5E//6, CutMix p 0.5 on every phase."""
+    import pdd_ray.evaluation.protocol as protocol_module
+    seen = []
+
+    def fake_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=0.0):
+        seen.append((round(optimizer.param_groups[0]["lr"], 9), batch_size, cutmix))
+        return 0.0
+
+    monkeypatch.setattr(protocol_module, "train_epoch", fake_epoch)
+    protocol = EvalProtocol(epochs=12, batch_size=64, schedule="multistep", cutmix=0.5, lr=0.01)
+    protocol.train(create_model("convnet", 1, 4, 8, width=4, depth=2), protocol.phases(_stages(1)))
+    # E=12: milestones 8 and 10 -> 8 epochs at 0.01, 2 at 0.002, 2 at 0.0004
+    assert [s[0] for s in seen] == [0.01] * 8 + [0.002] * 2 + [0.0004] * 2
+    assert all(s[1:] == (64, 0.5) for s in seen)
+    text = protocol.describe(num_stages=1)
+    assert "CutMix with probability 0.5" in text and "x0.2 after epoch 8 and again after epoch 10" in text
+
+
+def test_multistep_schedule_matches_idc_milestones():
+    from pdd_ray.evaluation.protocol import epochs_run, lr_factor, multistep_milestones
+    assert multistep_milestones(200) == (133, 166)  # distill_idc.py warm-up: epochs / 5 = 200
+    assert multistep_milestones(1000) == (666, 833)
+    assert epochs_run(200, "multistep") == 200
+    assert lr_factor(132, 200, "multistep") == 1.0 and lr_factor(133, 200, "multistep") == pytest.approx(0.2)
+    assert lr_factor(166, 200, "multistep") == pytest.approx(0.04)
+
+
+def test_cutmix_is_a_real_training_change():
+    """The same seeded run with and without CutMix ends with different weights (it is actually applied)."""
+    torch.manual_seed(0)
+    net_a = create_model("convnet", 1, 4, 8, width=4, depth=2)
+    net_b = create_model("convnet", 1, 4, 8, width=4, depth=2)
+    net_b.load_state_dict(net_a.state_dict())
+    images = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    phases = EvalProtocol(epochs=2).phases([Stage(images, torch.arange(4).repeat(4), 0.1)])
+    EvalProtocol(epochs=2, cutmix=0.0).train(net_a, phases, generator=torch.Generator().manual_seed(3))
+    EvalProtocol(epochs=2, cutmix=1.0).train(net_b, phases, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(next(net_a.parameters()), next(net_b.parameters()))
 
 
 def test_describe_states_the_numbers_actually_run():
