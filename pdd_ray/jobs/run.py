@@ -8,6 +8,11 @@ whether distillation paid.
 
 from __future__ import annotations
 
+import logging
+import sys
+
+import torch
+
 
 from pdd_ray import synset as synset_io
 from pdd_ray.config import to_dict
@@ -16,11 +21,14 @@ from pdd_ray.distill.config import DistillConfig
 from pdd_ray.distill.driver import run_stages
 from pdd_ray.distill.run_dir import RunDir
 from pdd_ray.evaluation import EvalProtocol, EvalResult
+from pdd_ray.evaluation.runner import Evaluation, InProcessRunner
 from pdd_ray.jobs.common import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
 from pdd_ray.train.loop import resolve_device, seed_everything
 from pdd_ray.visualize import save_accuracy_plot
+
+log = logging.getLogger(__name__)
 
 
 def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_validation=None,
@@ -34,33 +42,66 @@ def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = create_dataset(config.data)
+    if config.evaluate:
+        warn_if_baseline_capped(config, data)  # before compute, not in the report hours later
     synset = run_stages(config, data, device, progress, on_iteration, on_validation)
     summary = {"out": config.out, "synthetic": str(RunDir.of(config).synthetic), "stages": len(synset.stages)}
+    evaluations = {}
     if score_validation:
-        protocol, make_model = _protocol(config, data, device)
-        summary["val"] = protocol.evaluate(synset.stages, (data.val.images, data.val.labels), make_model,
-                                           progress=False).to_dict()
+        evaluations["val"] = Evaluation(_protocol(config), synset.stages, (data.val.images, data.val.labels))
     if config.evaluate:
-        summary["metrics"] = evaluate_and_report(config, data, synset, device, progress)
+        evaluations.update(final_evaluations(config, data, synset))
+    results = run_evaluations(config, data, device, evaluations, progress) if evaluations else {}
+    if score_validation:
+        summary["val"] = results.pop("val").to_dict()
+    if config.evaluate:
+        summary["metrics"] = report(config, data, synset, results)
     return summary
 
 
-def _protocol(config: DistillConfig, data, device) -> tuple[EvalProtocol, object]:
-    """(evaluation protocol, model factory), shared by every split scored."""
-    protocol = EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
-    return protocol, model_factory(config.model, data.image_shape, data.num_classes, device)
+def _protocol(config: DistillConfig) -> EvalProtocol:
+    """The evaluation protocol of every split scored."""
+    return EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
+
+
+def run_evaluations(config: DistillConfig, data, device, evaluations: dict[str, Evaluation],
+                    progress: bool) -> dict[str, EvalResult]:
+    """Train the evaluations' runs with the configured executor (``eval.executor``): same numbers either way."""
+    if config.eval.executor == "process":
+        make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
+        return InProcessRunner(make_model, device).evaluate(evaluations, progress)
+    from pdd_ray.cluster import ray_session
+    from pdd_ray.parallel.evaluation import ModelSpec, RayRunner
+    runner = RayRunner(ModelSpec(config.model, data.image_shape, data.num_classes), config.eval.cpus_per_run,
+                       config.eval.gpus_per_run)
+    with ray_session(config.address):
+        return runner.evaluate(evaluations, progress)
+
+
+def final_evaluations(config: DistillConfig, data, synset) -> dict[str, Evaluation]:
+    """PDD's set and random real images at the same total IPC and epoch budget, both on the test split."""
+    protocol = _protocol(config)
+    test = (data.test.images, data.test.labels)
+    baseline = protocol.with_budget(protocol.total_epochs(len(synset.stages)))
+    return {"pdd": Evaluation(protocol, synset.stages, test),
+            "random_real": Evaluation(baseline, [random_real_stage(config, data, _total_ipc(synset))], test)}
 
 
 def evaluate_and_report(config: DistillConfig, data, synset, device, progress: bool) -> dict:
     """Test-set evaluation of PDD and of random real images at the same total IPC and epoch budget."""
-    protocol, make_model = _protocol(config, data, device)
-    test = (data.test.images, data.test.labels)
-    pdd = protocol.evaluate(synset.stages, test, make_model, progress=progress)
-    total_ipc = sum(s.ipc for s in synset.stages)
+    results = run_evaluations(config, data, device, final_evaluations(config, data, synset), progress)
+    return report(config, data, synset, results)
+
+
+def report(config: DistillConfig, data, synset, results: dict[str, EvalResult]) -> dict:
+    """metrics.json, the accuracy-vs-stage plot and report.md from the final evaluation's results."""
+    protocol = _protocol(config)
+    pdd, random = results["pdd"], results["random_real"]
+    total_ipc = _total_ipc(synset)
     pdd_epochs = protocol.total_epochs(len(synset.stages))
     baseline = protocol.with_budget(pdd_epochs)
-    random = _random_baseline(config, data, total_ipc, make_model, test, baseline, progress)
     metrics = {"pdd": pdd.to_dict(), "random_real": random.to_dict(), "total_ipc": total_ipc,
+               "random_real_ipc_capped": baseline_capped(data, total_ipc),
                "pdd_epochs": pdd_epochs, "random_real_epochs": baseline.total_epochs(1),
                "stages": [{"ipc": s.ipc, "lr": s.lr, **{k: v for k, v in s.info.items() if k != "history"}}
                           for s in synset.stages],
@@ -68,6 +109,8 @@ def evaluate_and_report(config: DistillConfig, data, synset, device, progress: b
                "protocol": (protocol.describe(num_stages=len(synset.stages)) + "; best iteration per stage chosen "
                             "on the validation split; accuracy on the test split"),
                "random_real_protocol": baseline.describe(num_stages=1) + "; accuracy on the test split",
+               "executor": {"eval": config.eval.executor, "cpus_per_run": config.eval.cpus_per_run,
+                            "gpus_per_run": config.eval.gpus_per_run},
                "config": to_dict(config), "seed": config.seed, "versions": versions(), "created": now()}
     paths = RunDir.of(config)
     write_json(paths.metrics, metrics)
@@ -78,13 +121,35 @@ def evaluate_and_report(config: DistillConfig, data, synset, device, progress: b
     return metrics
 
 
-def _random_baseline(config, data, ipc: int, make_model, test, protocol: EvalProtocol,
-                     progress: bool) -> EvalResult:
-    """Random real images, ``ipc`` per class, trained under ``protocol`` (union, PDD's epoch budget)."""
-    context = SelectionContext(make_model=make_model, seed=config.seed)
-    chosen = select("random", data.train, ipc, context)
-    stage = synset_io.Stage(data.train.images[chosen], data.train.labels[chosen])
-    return protocol.evaluate([stage], test, make_model, progress=progress)
+def _total_ipc(synset) -> int:
+    return sum(s.ipc for s in synset.stages)
+
+
+def random_real_stage(config: DistillConfig, data, ipc: int) -> synset_io.Stage:
+    """Random real images, ``ipc`` per class (all of a class that has fewer), seeded by the run's seed."""
+    make_model = model_factory(config.model, data.image_shape, data.num_classes, "cpu")
+    chosen = select("random", data.train, ipc, SelectionContext(make_model=make_model, seed=config.seed))
+    return synset_io.Stage(data.train.images[chosen], data.train.labels[chosen])
+
+
+def baseline_capped(data, total_ipc: int) -> list[int]:
+    """Classes with fewer training images than ``total_ipc``: there the random baseline is the whole class."""
+    counts = torch.bincount(data.train.labels, minlength=data.num_classes)
+    return [c for c in range(data.num_classes) if int(counts[c]) < total_ipc]
+
+
+def warn_if_baseline_capped(config: DistillConfig, data) -> None:
+    """Say before any compute when the random baseline cannot have the run's total IPC in every class."""
+    total = config.stages.num_stages * config.stages.ipc
+    short = baseline_capped(data, total)
+    if short:
+        counts = torch.bincount(data.train.labels, minlength=data.num_classes)
+        log.warning("total IPC %d exceeds the training images of %d class(es) (fewest: %d): the random-real "
+                    "baseline uses all of those classes' images, so it is not an equal-IPC comparison there",
+                    total, len(short), int(counts[short].min()))
+        print(f"warning: total IPC {total} > the {int(counts[short].min())} training images of some classes: "
+              "the random-real baseline takes whole classes there (metrics.json: random_real_ipc_capped)",
+              file=sys.stderr)
 
 
 def render_report(config: DistillConfig, metrics: dict) -> str:

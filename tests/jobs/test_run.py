@@ -53,7 +53,30 @@ def test_union_mode_pdd_and_baseline_train_one_phase_of_the_same_length(tmp_path
     import pdd_ray.evaluation.protocol as protocol
     calls = []
     monkeypatch.setattr(protocol, "train_epoch", lambda model, images, labels, *a, **k: calls.append(len(labels)))
-    config, data, synset = _setup(tiny_fashion_root, tmp_path / "run", "eval.mode=union")
+    config, data, synset = _setup(tiny_fashion_root, tmp_path / "run", "eval.mode=union", "eval.schedule=official")
     metrics = evaluate_and_report(config, data, synset, torch.device("cpu"), progress=False)
     assert metrics["pdd_epochs"] == metrics["random_real_epochs"] == 3
     assert calls == [30] * 3 + [30] * 3
+
+
+def test_random_baseline_that_needs_more_images_than_a_class_has_says_so_before_compute(tmp_path, tiny_fashion_root,
+                                                                                       capsys):
+    from pdd_ray.jobs.run import baseline_capped, warn_if_baseline_capped
+    config, data, _ = _setup(tiny_fashion_root, tmp_path / "run", "stages.num_stages=20", "stages.ipc=2")
+    counts = torch.bincount(data.train.labels)
+    assert baseline_capped(data, int(counts.min())) == []
+    assert baseline_capped(data, 40) == list(range(10))  # every class has fewer than 40 training images
+    warn_if_baseline_capped(config, data)
+    assert "total IPC 40" in capsys.readouterr().err
+    assert not list((tmp_path / "run").glob("*"))  # nothing written
+
+
+def test_ray_executor_reports_the_in_process_numbers(tmp_path, tiny_fashion_root, local_ray):
+    config, data, synset = _setup(tiny_fashion_root, tmp_path / "here", "eval.runs=2")
+    here = evaluate_and_report(config, data, synset, torch.device("cpu"), progress=False)
+    config, data, synset = _setup(tiny_fashion_root, tmp_path / "ray", "eval.runs=2", "eval.executor=ray")
+    remote = evaluate_and_report(config, data, synset, torch.device("cpu"), progress=False)
+    for name in ("pdd", "random_real"):
+        for ours, theirs in zip(remote[name]["per_run"], here[name]["per_run"], strict=True):
+            assert ours == pytest.approx(theirs, abs=1e-6)
+    assert remote["executor"]["eval"] == "ray"
