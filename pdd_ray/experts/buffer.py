@@ -66,6 +66,8 @@ class ExpertsConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if r.transition_budget_problem():
+            raise UserError(r.transition_budget_problem())
         check_device(self.device)
         if self.device.startswith("cuda") and self.gpus_per_expert == 0:
             # Ray hides every GPU from a task that asks for none.
@@ -242,9 +244,10 @@ def _save_expert(config, store, expert_id: int, result) -> None:
     if result.forgetting is not None:
         path = Path(config.out) / f"forgetting_{expert_id:05d}.safetensors"
         save_scores(path, result.forgetting, torch.arange(len(result.forgetting)))
-    store.write_expert(expert_id, result.snapshots, {"seed": result.seed, "init": result.init,
-                                                     "test_accuracy": result.test_accuracy,
-                                                     "finished": time.time()})
+    info = {"seed": result.seed, "init": result.init, "test_accuracy": result.test_accuracy, "finished": time.time()}
+    if result.transition_seconds is not None:
+        info["transition_seconds"] = result.transition_seconds
+    store.write_expert(expert_id, result.snapshots, info)
 
 
 def _aggregate_forgetting(config, store, data) -> None:
@@ -266,8 +269,10 @@ def _layout(config, data):
 
 
 def _recipe_record(config) -> dict:
-    # What must match for a resumed buffer to be one consistent set of experts.
-    return {**to_dict(config.recipe), "augment": to_dict(config.augment), "seed": config.seed,
+    # What must match for a resumed buffer to be one consistent set of experts. An unset step budget is
+    # left out, so buffers recorded before it existed still resume.
+    recipe = {k: v for k, v in to_dict(config.recipe).items() if not (k == "transition_steps" and v is None)}
+    return {**recipe, "augment": to_dict(config.augment), "seed": config.seed,
             "data": {k: v for k, v in to_dict(config.data).items() if k not in ("root", "download")},
             "transition": _content_digest(config.transition),
             "transition_from": _buffer_digest(config.transition_from, config.num_experts),
