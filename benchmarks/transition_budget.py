@@ -45,8 +45,8 @@ HERE = Path(__file__).parent
 RECIPE = HERE.parent / "tune_configs" / "quickstart_fashion_mnist.yaml"
 RESULT = HERE / "results" / "transition_budget.json"
 FAITHFUL_EPOCHS = 1000  # the reference's epoch_eval_train
-SCALE = ["stages.num_stages=3", "stages.ipc=1", "stages.iterations=100", "stages.eval_every=50",
-         "stages.checkpoint_every=50", "eval.runs=3", "eval.epochs=300"]
+SCALE = ["stages.num_stages=3", "stages.ipc=1", "stages.iterations=80", "stages.eval_every=40",
+         "stages.checkpoint_every=40", "eval.runs=3", "eval.epochs=300"]
 QUICK = ["stages.num_stages=2", "stages.iterations=4", "stages.eval_every=2", "stages.eval_epochs=2",
          "stages.checkpoint_every=2", "eval.runs=2", "eval.epochs=3", "experts.num_experts=2",
          "experts.recipe.epochs=4", "data.train_per_class=50", "data.val_size=100"]
