@@ -32,8 +32,9 @@ from pdd_ray.distill.init import init_from_real
 from pdd_ray.distill.methods import MatcherContext
 from pdd_ray.distill.stage import StageSettings, distill_stage
 from pdd_ray.distill.run_dir import RunDir
-from pdd_ray.distill.validation import ProgressiveValidator
+from pdd_ray.distill.validation import ProgressiveValidator, StartCache
 from pdd_ray.errors import UserError
+from pdd_ray.experts.buffer import identity as experts_identity
 from pdd_ray.evaluation import EvalProtocol
 from pdd_ray.jobs.common import model_factory
 from pdd_ray.storage import is_uri
@@ -66,8 +67,7 @@ def config_fingerprint(config: DistillConfig, *extra) -> str:
     """sha256 of the settings that determine the distilled images, then of the ``extra`` buffers in order."""
     relevant = {k: v for k, v in to_dict(config).items() if k not in FINGERPRINT_EXCLUDES + METHOD_SECTIONS}
     relevant["data"] = {k: v for k, v in relevant["data"].items() if k not in ("root", "download")}
-    relevant["experts"] = {k: v for k, v in relevant["experts"].items()
-                           if k not in ("out", "device", "address", "data", "model", "augment")}
+    relevant["experts"] = experts_identity(relevant["experts"])
     relevant.update(config.base.fingerprint(config))
     # The buffer as an absolute path: workers see absolute paths, and a relative one means the same place.
     relevant["buffer"] = config.buffer if config.buffer is None or is_uri(config.buffer) \
@@ -94,7 +94,7 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
         from pdd_ray.parallel.trainer import check_before_compute
         check_before_compute(config)  # not after minutes of expert training
     for index in range(len(synset.stages), config.stages.num_stages):
-        config.base.before_stage(config, data, index, progress)
+        config.base.before_stage(config, data, index, progress, synset.stages)
         hook = (lambda it, i=index: on_iteration(i, it)) if on_iteration else None
         val_hook = (lambda it, acc, i=index: on_validation(i, it, acc)) if on_validation else None
         stage = distill_one(config, data, synset, index, device, progress, hook, val_hook)
@@ -195,4 +195,12 @@ def build_validator(config: DistillConfig, data: DataBundle, earlier: list, labe
                                 model_factory(config.model, data.image_shape, data.num_classes, device),
                                 (data.val.images, data.val.labels),
                                 protocol=EvalProtocol.from_config(config.eval, config.augment, config.model.arch),
-                                nets=st.val_nets, epochs=st.eval_epochs, start=st.validation_start)
+                                nets=st.val_nets, epochs=st.eval_epochs, start=st.validation_start,
+                                cache=validation_cache(config))
+
+
+def validation_cache(config: DistillConfig) -> StartCache:
+    """Where each stage's validation nets are kept for the next stage to continue (``RunDir.stages``)."""
+    # The config fingerprint leaves the evaluation out (it does not change the images); a start depends on it.
+    context = config_fingerprint(config) + json.dumps(to_dict(config.eval), sort_keys=True, default=str)
+    return StartCache(RunDir.of(config).stages, context)

@@ -3,6 +3,7 @@
     OUT/experts/stage_<i>/          expert buffers (stage 1: or the given ``buffer``)
     OUT/experts/stage_<i>.partition training positions of stage i's experts (forgetting curriculum)
     OUT/stages/stage_<i>.ckpt       the running stage's checkpoint
+    OUT/stages/validation_starts_<k>.safetensors  validation nets after k stages (the next stage continues them)
     OUT/synthetic/                  the synthetic set, one stage appended as each finishes
     OUT/metrics.json, report.md, accuracy_vs_stage.png   the final evaluation
     OUT/ray_train/                  Ray Train's storage (data-parallel stages)
@@ -48,8 +49,13 @@ class RunDir:
     def partition(self, index: int) -> Path:
         return self.root / "experts" / f"stage_{index + 1}.partition"
 
+    @property
+    def stages(self) -> Path:
+        """Per-stage working files: checkpoints, the validation nets' starts."""
+        return self.root / "stages"
+
     def stage_checkpoint(self, index: int) -> Path:
-        return self.root / "stages" / f"stage_{index + 1}.ckpt"
+        return self.stages / f"stage_{index + 1}.ckpt"
 
     @property
     def metrics(self) -> Path:

@@ -62,3 +62,39 @@ def test_stage_one_starts_from_fresh_nets(tiny_separable):
     torch.manual_seed(8)
     assert torch.equal(torch.cat([v.flatten() for v in start.weights.values()]), flatten_params(_make()))
     assert all(m is None for m in start.momentum)
+
+
+def _same_state(a, b) -> bool:
+    same_weights = all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    same_momentum = all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a.momentum, b.momentum))
+    return same_weights and same_momentum and torch.equal(a.rng, b.rng)
+
+
+def test_cached_starts_continue_the_last_stage_with_the_same_numbers(tiny_separable, tmp_path, monkeypatch):
+    from pdd_ray.distill.validation import StartCache
+    import pdd_ray.evaluation.recipe as recipe
+    *earlier, candidate = _stages(tiny_separable, 3)
+    cache = StartCache(tmp_path, "run settings")
+    _validator(earlier[:1], earlier[1], tiny_separable, cache=cache).starts()  # stage 2 saves its starts
+    assert cache.path(1).is_file()
+    phases = []
+    train = recipe.train_on_phases
+    monkeypatch.setattr(recipe, "train_on_phases", lambda model, ps, **kw: phases.append(len(ps)) or
+                        train(model, ps, **kw))
+    continued = _validator(earlier, candidate, tiny_separable, cache=cache).starts()
+    assert phases == [1, 1]  # one more phase (U_2) per net, not U_1 and U_2 again
+    fresh = _validator(earlier, candidate, tiny_separable).starts()
+    assert all(_same_state(a, b) for a, b in zip(continued, fresh, strict=True))
+    assert cache.path(2).is_file()
+    reread = _validator(earlier, candidate, tiny_separable, cache=cache).starts()  # a resumed stage reads them
+    assert all(_same_state(a, b) for a, b in zip(reread, fresh, strict=True))
+
+
+def test_cached_starts_of_other_stages_or_settings_are_not_used(tiny_separable, tmp_path):
+    from pdd_ray.distill.validation import StartCache
+    *earlier, candidate = _stages(tiny_separable, 3)
+    StartCache(tmp_path, "settings A").save(earlier, _validator(earlier, candidate, tiny_separable).starts())
+    assert StartCache(tmp_path, "settings B").load(earlier, _make) is None
+    changed = [earlier[0], synset_io.Stage(earlier[1].images + 1, earlier[1].labels, earlier[1].lr)]
+    assert StartCache(tmp_path, "settings A").load(changed, _make) is None
+    assert StartCache(tmp_path, "settings A").load(earlier, _make) is not None
