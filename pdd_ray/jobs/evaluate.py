@@ -67,8 +67,15 @@ def describe(result: EvalResult, config: EvaluateConfig, synset) -> dict:
     return {"result": result.to_dict(), "protocol": text,
             "epochs_per_net": protocol.total_epochs(len(synset.stages)), "config": to_dict(config),
             "synthetic_set": {"dataset": synset.dataset, "method": synset.method, "seed": synset.seed,
-                              "stages": [{"count": len(s.labels), "ipc": s.ipc, "lr": s.lr} for s in synset.stages]},
+                              "stages": [_stage_entry(s) for s in synset.stages]},
             "versions": versions(), "created": now()}
+
+
+def _stage_entry(stage) -> dict:
+    """Stored and trained-on image counts of one stage (multi-formation: factor² decoded per stored image)."""
+    factor = int(stage.info.get("factor", 1))
+    return {"count": len(stage.labels), "ipc": stage.ipc, "lr": stage.lr, "factor": factor,
+            "decoded_count": len(stage.labels) * factor * factor}
 
 
 def record_result(path: Path, key: str, entry: dict) -> None:
