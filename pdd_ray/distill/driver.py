@@ -13,6 +13,7 @@ or overwritten; the running stage resumes from its checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -160,13 +161,22 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
         outcome = distill_stage_on_workers(config, synset.stages[:index], index, job, prepare_stage)
     else:
         job = prepare_stage(config, data, synset.stages, index, device)
-        outcome = distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
-                                on_iteration, progress, desc=desc, fingerprint=job.fingerprint,
-                                on_validation=on_validation)
+        with _ray_for_checks(config):
+            outcome = distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
+                                    on_iteration, progress, desc=desc, fingerprint=job.fingerprint,
+                                    on_validation=on_validation)
     info = {"factor": job.factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,
             "lr_clamped": outcome.lr_clamped, "history": outcome.history, "resumed_at": outcome.resumed_at}
     return synset_io.Stage(outcome.images.cpu(), job.state.labels.cpu(), outcome.lr, info)
+
+
+def _ray_for_checks(config: DistillConfig):
+    """A Ray session while validation checks run as Ray tasks (``eval.executor=ray``), else nothing."""
+    if config.eval.executor != "ray":
+        return contextlib.nullcontext()
+    from pdd_ray.cluster import ray_session
+    return ray_session(config.address)
 
 
 def _stored_union(stages: list, data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,12 +201,19 @@ def _settings(config: DistillConfig, index: int) -> StageSettings:
 def build_validator(config: DistillConfig, data: DataBundle, earlier: list, labels: torch.Tensor, device):
     """The stage's validation check (``pdd_ray.distill.validation``), under the run's evaluation protocol."""
     st = config.stages
-    return ProgressiveValidator(earlier, labels, config.base.factor(config),
-                                model_factory(config.model, data.image_shape, data.num_classes, device),
-                                (data.val.images, data.val.labels),
-                                protocol=EvalProtocol.from_config(config.eval, config.augment, config.model.arch),
-                                nets=st.val_nets, epochs=st.eval_epochs, start=st.validation_start,
-                                cache=validation_cache(config))
+    validator = ProgressiveValidator(earlier, labels, config.base.factor(config),
+                                     model_factory(config.model, data.image_shape, data.num_classes, device),
+                                     (data.val.images, data.val.labels),
+                                     protocol=EvalProtocol.from_config(config.eval, config.augment,
+                                                                       config.model.arch),
+                                     nets=st.val_nets, epochs=st.eval_epochs, start=st.validation_start,
+                                     cache=validation_cache(config))
+    if config.eval.executor != "ray" or config.parallel.workers > 1:
+        return validator  # data-parallel stages validate on rank 0, in its process
+    from pdd_ray.parallel.evaluation import ModelSpec
+    from pdd_ray.parallel.validation import RayValidator
+    return RayValidator(validator, ModelSpec(config.model, data.image_shape, data.num_classes),
+                        config.eval.cpus_per_run, config.eval.gpus_per_run)
 
 
 def validation_cache(config: DistillConfig) -> StartCache:

@@ -6,6 +6,11 @@ The loop, top to bottom:
     -> every ``eval_every``: validation accuracy, keep the best iterate
     -> every ``checkpoint_every``: checkpoint (resume loses at most that many iterations)
 
+A deferred validator (``validate.deferred``, e.g. Ray tasks) is handed each candidate
+and the loop goes on; scores are taken in iteration order as they arrive, so the
+best iterate and the history are the in-process check's. Candidates still being
+scored are saved in the checkpoint and submitted again on resume.
+
 With data-parallel workers (``comm``), every worker runs this same loop on the same
 state: each computes the contributions of its share of the work items, one
 all-reduce sums them, and every worker applies the identical update. Rank 0 alone
@@ -68,6 +73,7 @@ class _Progress:
         self.clamped = 0
         self.history: list[dict] = []
         self.resumed_at: list[int] = []
+        self.pending: list[tuple[int, torch.Tensor, float | None, object]] = []  # (it, images, lr, check)
 
 
 def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
@@ -93,7 +99,12 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
     if resume_from.is_file():
         _restore(resume_from, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
     _check_workers_agree(comm, loop.iteration)
-    if loop.iteration == 0 and not loop.history:
+    deferred = getattr(validate, "deferred", False) and comm.world_size == 1
+    loop.pending = [(it, images, lr, validate.submit(images, lr) if deferred else None)
+                    for it, images, lr, _ in loop.pending]  # restored from a checkpoint: score them again
+    if not deferred:
+        _collect(loop, on_validation, wait=True, validate=validate)
+    if loop.iteration == 0 and not loop.history and not loop.pending:
         _validate(state, validate, loop, 0, on_validation, comm)
     bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress or comm.rank != 0)
     while loop.iteration < settings.iterations:
@@ -102,6 +113,8 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
         it = loop.iteration
         if it % settings.eval_every == 0 or it == settings.iterations:
             _validate(state, validate, loop, it, on_validation, comm)
+        # The last checkpoint holds the stage's outcome: every check must be in it.
+        _collect(loop, on_validation, wait=it == settings.iterations)
         if it % settings.checkpoint_every == 0 or it == settings.iterations:
             if comm.rank == 0:
                 _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
@@ -112,6 +125,7 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
                         lr=f"{_lr_value(state):.2e}" if state.lr is not None else "-")
         if on_iteration is not None:
             on_iteration(it)
+    _collect(loop, on_validation, wait=True)  # a resumed, already finished stage may still hold some
     bar.close()
     images, lr, best_it, best_acc = loop.best
     return StageOutcome(images, lr, best_it, best_acc, loop.skipped, loop.clamped, loop.history, loop.resumed_at)
@@ -163,13 +177,32 @@ def _step(state, matcher, opt_img, opt_lr, generator, loop, settings, comm) -> f
 def _validate(state, validate, loop, iteration: int, on_validation=None, comm=None) -> None:
     lr = _lr_value(state)
     comm = comm or LocalComm()
+    if getattr(validate, "deferred", False) and comm.world_size == 1:
+        images = state.images.detach().clone()
+        loop.pending.append((iteration, images, lr, validate.submit(images, lr)))
+        return
     # One worker trains the validation network; broadcasting its number keeps every worker's best identical.
     accuracy = comm.broadcast_float(validate(state.images.detach(), lr) if comm.rank == 0 else None)
+    _record(loop, iteration, state.images.detach(), lr, accuracy, on_validation)
+
+
+def _record(loop, iteration: int, images: torch.Tensor, lr, accuracy: float, on_validation=None) -> None:
     loop.history.append({"iteration": iteration, "val_accuracy": accuracy, "lr": lr})
     if accuracy > loop.best[3]:
-        loop.best = (state.images.detach().clone(), lr, iteration, accuracy)
+        loop.best = (images.clone(), lr, iteration, accuracy)
     if on_validation is not None:
         on_validation(iteration, accuracy)
+
+
+def _collect(loop, on_validation, wait: bool, validate=None) -> None:
+    """Record the deferred checks that are done, oldest first (all of them when ``wait``).
+
+    ``validate``: score restored candidates here, in process (a non-deferred validator).
+    """
+    while loop.pending and (wait or loop.pending[0][3].ready()):
+        iteration, images, lr, check = loop.pending.pop(0)
+        accuracy = check.result() if check is not None else validate(images, lr)
+        _record(loop, iteration, images, lr, accuracy, on_validation)
 
 
 def _save(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -> None:
@@ -180,9 +213,11 @@ def _save(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint) -
         tensors.update(optimizer_tensors("opt_lr", opt_lr))
     matcher_state = matcher.state_tensors() if hasattr(matcher, "state_tensors") else {}
     tensors.update({f"matcher.{k}": v for k, v in matcher_state.items()})
+    tensors.update({f"pending.{k}": images for k, (_, images, _, _) in enumerate(loop.pending)})
     meta = {"iteration": loop.iteration, "best_lr": loop.best[1], "best_iteration": loop.best[2],
             "best_val_accuracy": loop.best[3], "skipped": loop.skipped, "clamped": loop.clamped,
-            "history": loop.history, "resumed_at": loop.resumed_at, "fingerprint": fingerprint}
+            "history": loop.history, "resumed_at": loop.resumed_at, "fingerprint": fingerprint,
+            "pending": [{"iteration": it, "lr": lr} for it, _, lr, _ in loop.pending]}
     save_checkpoint(path, tensors, meta)
 
 
@@ -224,6 +259,8 @@ def _restore(path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint
     loop.best = (tensors["best_images"], meta["best_lr"], meta["best_iteration"], meta["best_val_accuracy"])
     loop.skipped, loop.clamped, loop.history = meta["skipped"], meta["clamped"], meta["history"]
     loop.resumed_at = meta.get("resumed_at", []) + [loop.iteration]
+    loop.pending = [(p["iteration"], tensors[f"pending.{k}"].to(state.images.device), p["lr"], None)
+                    for k, p in enumerate(meta.get("pending", []))]
     log.info("resumed %s at iteration %d", path, loop.iteration)
 
 

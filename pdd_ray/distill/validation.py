@@ -111,6 +111,14 @@ class ProgressiveValidator:
         self.protocol, self.candidate_protocol = protocol, protocol.replace(epochs=epochs)
         self._starts: list[NetState] | None = None  # trained lazily: only the validating worker pays
 
+    def with_model(self, make_model) -> "ProgressiveValidator":
+        """The same check (same starts, once trained) building its networks with ``make_model``
+        (e.g. on the device of the Ray task it runs in)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.make_model, copy.cache = make_model, None
+        return copy
+
     def __call__(self, images: torch.Tensor, lr: float | None) -> float:
         candidate = synset_io.Stage(images.detach().cpu(), self.labels, lr, {"factor": self.factor})
         stages = self.earlier + [candidate]

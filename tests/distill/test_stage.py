@@ -102,3 +102,66 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     with pytest.raises(UserError, match="different config"):
         distill_stage(_state(), PullMatcher(target), _settings(iterations=4), _closeness(target),
                       tmp_path / "c.ckpt", progress=False, fingerprint="config-b")
+
+
+class SlowCheck:
+    """A deferred check that is ready only after a few polls (as a Ray task finishing later)."""
+
+    def __init__(self, value, polls):
+        self.value, self.polls = value, polls
+
+    def ready(self):
+        self.polls -= 1
+        return self.polls < 0
+
+    def result(self):
+        return self.value
+
+
+class DeferredValidator:
+    deferred = True
+
+    def __init__(self, score, polls=4):
+        self.score, self.polls, self.submitted = score, polls, []
+
+    def __call__(self, images, lr):
+        return self.score(images, lr)
+
+    def submit(self, images, lr):
+        self.submitted.append(images.clone())
+        return SlowCheck(self.score(images, lr), self.polls)
+
+
+def test_deferred_checks_give_the_in_process_outcome(tmp_path):
+    target = torch.ones(2, 1, 2, 2)
+    here = distill_stage(_state(), PullMatcher(target, lr_push=-0.5), _settings(eval_every=2), _closeness(target),
+                         tmp_path / "a.ckpt", progress=False)
+    seen = []
+    deferred = DeferredValidator(_closeness(target))
+    later = distill_stage(_state(), PullMatcher(target, lr_push=-0.5), _settings(eval_every=2), deferred,
+                          tmp_path / "b.ckpt", progress=False, on_validation=lambda it, acc: seen.append(it))
+    assert len(deferred.submitted) == 6 and seen == [0, 2, 4, 6, 8, 10]
+    assert later.history == here.history and later.best_iteration == here.best_iteration
+    assert torch.equal(later.images, here.images)
+
+
+def test_checks_pending_at_a_kill_are_scored_after_resume(tmp_path):
+    target = torch.ones(2, 1, 2, 2)
+    # a validation that prefers an early iterate, so losing a pending check would change the outcome
+    score = _closeness(torch.full((2, 1, 2, 2), 0.3))
+    here = distill_stage(_state(), PullMatcher(target), _settings(eval_every=2, checkpoint_every=3), score,
+                         tmp_path / "a.ckpt", progress=False)
+
+    def kill(it):
+        if it == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill_stage(_state(), PullMatcher(target), _settings(eval_every=2, checkpoint_every=3),
+                      DeferredValidator(score, polls=100), tmp_path / "b.ckpt", on_iteration=kill, progress=False)
+    resumed_validator = DeferredValidator(score, polls=100)
+    resumed = distill_stage(_state(), PullMatcher(target), _settings(eval_every=2, checkpoint_every=3),
+                            resumed_validator, tmp_path / "b.ckpt", progress=False)
+    assert resumed.history == here.history and resumed.best_iteration == here.best_iteration
+    assert torch.equal(resumed.images, here.images)
+    assert len(resumed_validator.submitted) >= 3 + 2  # checks 0, 2, 4 pending at the checkpoint of 6, then 8, 10
