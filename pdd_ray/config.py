@@ -107,6 +107,7 @@ class EvalConfig:
     cpus_per_run: float = 1.0
     gpus_per_run: float = 0.0  # fractional: 0.25 packs four runs on a GPU
     cutmix: float = 0.0  # probability a training batch is CutMix-ed (IDC's evaluation: 0.5 with schedule multistep)
+    report_best_of: int = 0  # > 0: also report the best test accuracy over N checkpoints per phase (test-selected)
 
     def validate(self) -> None:
         _check(self.runs >= 1, f"eval.runs must be >= 1, got {self.runs}")
@@ -114,6 +115,8 @@ class EvalConfig:
         _check(self.cpus_per_run > 0 and self.gpus_per_run >= 0,
                f"eval.cpus_per_run must be > 0 and eval.gpus_per_run >= 0, got {self.cpus_per_run}, "
                f"{self.gpus_per_run}")
+        _check(isinstance(self.report_best_of, int) and not isinstance(self.report_best_of, bool)
+               and self.report_best_of >= 0, f"eval.report_best_of must be an integer >= 0, got {self.report_best_of!r}")
         _check(not isinstance(self.cutmix, bool) and isinstance(self.cutmix, (int, float))
                and 0.0 <= self.cutmix <= 1.0, f"eval.cutmix must be a probability in [0, 1], got {self.cutmix!r}")
         _check(self.epochs >= 1, f"eval.epochs must be >= 1, got {self.epochs}")

@@ -24,6 +24,12 @@ The lr schedule inside a phase of ``epochs`` = E (``SCHEDULES``):
 
 ``cutmix`` (IDC's evaluation and network training): the probability that a
 batch is CutMix-ed after DSA (``pdd_ray.augment.cutmix``).
+
+``checkpoints`` = n > 0 (only on request): test accuracy is also measured after
+epochs f, 2f, …, E of every phase (f = max(E // n, 1), 1-based; IDC's
+``epoch_print_freq = epochs // num_val``) and the best of them is reported
+beside the final accuracy, as ``evaluate_idc.py`` reports it. That figure is
+selected on the test set; the headline stays the final accuracy.
 """
 
 from __future__ import annotations
@@ -135,13 +141,15 @@ def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 
                     weight_decay: float = 5e-4, augment=None, generator: torch.Generator | None = None,
                     after_phase: Callable[[int, nn.Module], None] | None = None, progress: bool = False,
                     schedule: str = "official", optimizer: torch.optim.Optimizer | None = None,
-                    cutmix: float = 0.0) -> nn.Module:
+                    cutmix: float = 0.0,
+                    after_epoch: Callable[[int, int, nn.Module], None] | None = None) -> nn.Module:
     """Train ``model`` through ``phases`` under ``schedule``, SGD momentum carried from phase to phase.
 
     ``optimizer``: an SGD over ``model``'s parameters whose momentum buffers carry into these
     phases (to continue an earlier call); None starts from a new one (no momentum yet). Each phase
     resets its lr, momentum and weight decay, as a rebuilt optimizer would. ``after_phase(k, model)``
-    runs after the last epoch of phase k. ``cutmix``: per-batch CutMix probability (0: none).
+    runs after the last epoch of phase k, ``after_epoch(k, e, model)`` after epoch index e of phase k
+    (before ``after_phase``). ``cutmix``: per-batch CutMix probability (0: none).
     """
     _check_schedule(schedule)
     if optimizer is None:
@@ -156,6 +164,8 @@ def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 
         for epoch in range(epochs_run(phase.epochs, schedule)):
             _set_lr(optimizer, phase.lr * lr_factor(epoch, phase.epochs, schedule))
             train_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=cutmix)
+            if after_epoch is not None:
+                after_epoch(k, epoch, model)
             bar.update(1)
         if after_phase is not None:
             after_phase(k, model)
@@ -179,6 +189,8 @@ class EvalResult:
 
     mode: str
     per_run: list[list[float]] = field(default_factory=list)  # [run][phase]
+    checkpoints: int = 0  # > 0: best_per_run holds the best test accuracy over that many checkpoints per phase
+    best_per_run: list[list[float]] = field(default_factory=list)  # [run][phase], selected on the test set
 
     @property
     def final(self) -> list[float]:
@@ -201,42 +213,67 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         """JSON form, with the summary numbers spelled out."""
-        return {"mode": self.mode, "mean": self.mean, "std": self.std, "runs": len(self.per_run),
-                "final": self.final, "per_phase_mean": self.per_phase_mean(), "per_run": self.per_run}
+        out = {"mode": self.mode, "mean": self.mean, "std": self.std, "runs": len(self.per_run),
+               "final": self.final, "per_phase_mean": self.per_phase_mean(), "per_run": self.per_run}
+        if self.checkpoints > 0:
+            best = [run[-1] for run in self.best_per_run]
+            out["best_over_checkpoints"] = {
+                "mean": statistics.fmean(best), "std": statistics.pstdev(best) if len(best) > 1 else 0.0,
+                "final": best, "per_run": self.best_per_run, "checkpoints_per_phase": self.checkpoints,
+                "selected_on": "the test split (IDC's reported figure); not the headline, which is the final accuracy"}
+        return out
 
 
 def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module], *,
                        mode: str = "progressive", runs: int = 5, epochs: int = 500, lr: float | None = None,
                        batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                        augment=None, seed: int = 0, progress: bool = True, schedule: str = "official",
-                       device: torch.device | str | None = None, cutmix: float = 0.0) -> EvalResult:
+                       device: torch.device | str | None = None, cutmix: float = 0.0,
+                       checkpoints: int = 0) -> EvalResult:
     """Train ``runs`` fresh networks on ``stages`` under ``mode`` and record test accuracy after each phase.
 
     Run j seeds the network init and the batch order / augmentation with ``seed + j``
     (``evaluate_run``); ``device``: where the union lives while the runs train (default: where it is).
     """
-    result = EvalResult(mode)
+    result = EvalResult(mode, checkpoints=checkpoints)
     phases = phases_for(stages, mode, epochs, lr, device)
     for run in tqdm(range(runs), desc=f"evaluate ({mode})", disable=not progress):
+        best: list[float] = []
         result.per_run.append(evaluate_run(phases, test, make_model, seed + run, batch_size=batch_size,
                                            momentum=momentum, weight_decay=weight_decay, augment=augment,
-                                           schedule=schedule, cutmix=cutmix))
+                                           schedule=schedule, cutmix=cutmix, checkpoints=checkpoints, best=best))
+        if checkpoints > 0:
+            result.best_per_run.append(best)
     return result
 
 
 def evaluate_run(phases: list[Phase], test: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
                  seed: int, *, batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 augment=None, schedule: str = "official", cutmix: float = 0.0) -> list[float]:
+                 augment=None, schedule: str = "official", cutmix: float = 0.0, checkpoints: int = 0,
+                 best: list | None = None) -> list[float]:
     """One evaluation run: a fresh network seeded ``seed`` trained through ``phases``; test accuracy per phase.
 
     ``seed`` seeds the network init (global RNG) and the batch order / augmentation (its own
-    generator), so one run gives the same numbers in this process or in a Ray task.
+    generator), so one run gives the same numbers in this process or in a Ray task. With
+    ``checkpoints`` > 0, ``best`` receives each phase's best test accuracy over its checkpoints
+    (module docstring): a test-selected figure, only on request.
     """
     torch.manual_seed(seed)  # network init
     generator = torch.Generator().manual_seed(seed)  # batch order and augmentation
     model = make_model()
     accs: list[float] = []
+    seen: dict[int, float] = {}  # phase -> best checkpoint accuracy so far
+
+    def after_epoch(k: int, epoch: int, m: nn.Module) -> None:
+        every = max(epochs_run(phases[k].epochs, schedule) // checkpoints, 1)
+        if (epoch + 1) % every == 0:
+            seen[k] = max(seen.get(k, 0.0), accuracy(m, *test))
+
     train_on_phases(model, phases, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                     augment=augment, generator=generator, schedule=schedule, cutmix=cutmix,
+                    after_epoch=after_epoch if checkpoints > 0 else None,
                     after_phase=lambda k, m: accs.append(accuracy(m, *test)))
+    if checkpoints > 0 and best is not None:
+        # The last epoch is a checkpoint too (E is a multiple of f when n divides E; else add it).
+        best.extend(max(seen.get(k, 0.0), acc) for k, acc in enumerate(accs))
     return accs

@@ -46,6 +46,7 @@ class EvalProtocol:
     augment: object | None = field(default=None, compare=False)  # a DSA, applied to every training batch
     arch: str = "network"  # named in ``describe``; the networks themselves come from ``make_model``
     cutmix: float = 0.0  # probability that a training batch is CutMix-ed after DSA (IDC: 0.5)
+    checkpoints: int = 0  # > 0: also the best test accuracy over that many checkpoints a phase (test-selected)
 
     @classmethod
     def from_config(cls, eval, augment=None, arch: str = "network") -> "EvalProtocol":
@@ -56,7 +57,8 @@ class EvalProtocol:
             dsa = DSA(DSAConfig(augment.strategy, augment.mode))
         return cls(mode=eval.mode, runs=eval.runs, epochs=eval.epochs, schedule=eval.schedule,
                    batch_size=eval.batch_size, lr=eval.lr, momentum=eval.momentum, weight_decay=eval.weight_decay,
-                   seed=eval.seed, augment=dsa, arch=arch, cutmix=float(getattr(eval, "cutmix", 0.0)))
+                   seed=eval.seed, augment=dsa, arch=arch, cutmix=float(getattr(eval, "cutmix", 0.0)),
+                   checkpoints=int(getattr(eval, "report_best_of", 0)))
 
     def replace(self, **changes) -> "EvalProtocol":
         """A copy with some fields changed (``dataclasses.replace``)."""
@@ -103,7 +105,8 @@ class EvalProtocol:
                                   runs=self.runs if runs is None else runs, epochs=self.epochs, lr=self.lr,
                                   batch_size=self.batch_size, momentum=self.momentum,
                                   weight_decay=self.weight_decay, augment=self.augment, seed=self.seed,
-                                  progress=progress, schedule=self.schedule, device=device, cutmix=self.cutmix)
+                                  progress=progress, schedule=self.schedule, device=device, cutmix=self.cutmix,
+                                  checkpoints=self.checkpoints)
 
     # ------------------------------------------------------------ in words
 
@@ -151,7 +154,14 @@ class EvalProtocol:
                 f"SGD (momentum {self.momentum:g}, weight decay {self.weight_decay:g}) rebuilt at the start of each "
                 f"phase at its lr, momentum buffers carried over from the previous phase; batch {self.batch_size}; "
                 f"{self.augment_text()}; {self.lr_text()}; accuracy measured after the last epoch of each phase, "
-                f"mean ± population std over the {runs} run{'s' if runs != 1 else ''}")
+                f"mean ± population std over the {runs} run{'s' if runs != 1 else ''}{self.best_text()}")
+
+    def best_text(self) -> str:
+        """The test-selected 'best over checkpoints' figure, when asked for."""
+        if self.checkpoints <= 0:
+            return ""
+        return (f"; beside it, the best test accuracy over {self.checkpoints} checkpoints per phase (IDC's reported "
+                "figure), which is selected on the test set")
 
 
 __all__ = ["EvalProtocol"]

@@ -137,3 +137,20 @@ def test_describe_states_the_numbers_actually_run():
                   "lr 0.05 in every phase", "no augmentation", "'halfway' schedule"):
         assert piece in halfway, piece
     assert "no lr drop" in EvalProtocol(epochs=2).describe()
+
+
+def test_best_over_checkpoints_only_on_request_and_labelled_test_selected():
+    test = (torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(2)), torch.arange(4).repeat(5))
+    stages = [Stage(torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(4).repeat(2),
+                    0.05)]
+
+    def make_model():
+        return create_model("convnet", 1, 4, 8, width=4, depth=2)
+    plain = EvalProtocol(epochs=4, runs=1, schedule="multistep").evaluate(stages, test, make_model, progress=False)
+    assert "best_over_checkpoints" not in plain.to_dict()
+    protocol = EvalProtocol(epochs=4, runs=1, schedule="multistep", checkpoints=2)
+    result = protocol.evaluate(stages, test, make_model, progress=False).to_dict()
+    assert result["final"] == plain.to_dict()["final"]  # measuring at checkpoints changes no training
+    best = result["best_over_checkpoints"]
+    assert best["final"][0] >= result["final"][0] and "test split" in best["selected_on"]
+    assert "selected on the test set" in protocol.describe()
