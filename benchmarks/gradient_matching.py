@@ -85,6 +85,7 @@ def distill_within_budget(config: DistillConfig, data, device, budget_s: float) 
     longer than a short CPU budget): ``outer_iterations`` counts the started ones as a fraction.
     """
     job = prepare_stage(config, data, [], 0, device)
+    initial = Stage(job.state.images.detach().cpu().clone(), job.state.labels.cpu(), None, {"factor": job.factor})
     every = max(config.gm.net_reset_every, 1)
     start = time.perf_counter()
     done = {"iterations": 0, "budget": False}
@@ -104,7 +105,7 @@ def distill_within_budget(config: DistillConfig, data, device, budget_s: float) 
             done["budget"] = True
     seconds = time.perf_counter() - start
     stage = Stage(job.state.images.detach().cpu(), job.state.labels.cpu(), None, {"factor": job.factor})
-    return {"stage": stage, "iterations": done["iterations"], "outer_iterations": done["iterations"] / every,
+    return {"stage": stage, "initial": initial, "iterations": done["iterations"], "outer_iterations": done["iterations"] / every,
             "networks_built": job.matcher.networks_built, "seconds": seconds, "stopped_by_budget": done["budget"],
             "lr_img": settings.lr_img}
 
@@ -122,12 +123,16 @@ def run_variant(name: str, args, device) -> dict:
     protocol = EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
     protocol = protocol.replace(runs=args.eval_runs, **({"epochs": args.eval_epochs} if args.eval_epochs else {}))
     make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
+    test = (data.test.images, data.test.labels)
     start = time.perf_counter()
-    result = protocol.evaluate([distilled["stage"]], (data.test.images, data.test.labels), make_model,
-                               mode="union", progress=False, device=device)
+    result = protocol.evaluate([distilled["stage"]], test, make_model, mode="union", progress=False, device=device)
     eval_seconds = time.perf_counter() - start
-    stage = distilled.pop("stage")
-    return {"variant": name, "recipe": f"tune_configs/{recipe}", "overrides": overrides,
+    stage, initial = distilled.pop("stage"), distilled.pop("initial")
+    extra_rows = {}
+    if args.with_init and name in PUBLISHED:  # what the matching added over its real-image initialisation
+        init = protocol.evaluate([initial], test, make_model, mode="union", progress=False, device=device)
+        extra_rows = {"initial_images_accuracy_mean": 100 * init.mean, "initial_images_accuracy_std": 100 * init.std}
+    return {**extra_rows,"variant": name, "recipe": f"tune_configs/{recipe}", "overrides": overrides,
             "test_accuracy_mean": 100 * result.mean, "test_accuracy_std": 100 * result.std,
             "result": result.to_dict(), "published": PUBLISHED.get(base),
             "outer_iterations_run": distilled["outer_iterations"], "outer_iterations_official": OFFICIAL_OUTER[base],
@@ -147,6 +152,8 @@ def main() -> None:
     p.add_argument("--eval-runs", type=int, default=5)
     p.add_argument("--eval-epochs", type=int, default=0, help="0: each recipe's own")
     p.add_argument("--train-per-class", type=int, default=0, help="0: the full training split")
+    p.add_argument("--with-init", action="store_true",
+                   help="also evaluate idc's and dsa's initial (real-image) sets under the same recipe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="/tmp/pdd-gm-bench")
@@ -166,7 +173,8 @@ def main() -> None:
         report["variants"][name] = row
         report["finished"] = now()
         write_json(args.out, report)
-        print(f"{name:<10} {row['test_accuracy_mean']:6.2f} ± {row['test_accuracy_std']:.2f}  "
+        init = f"  (init {row['initial_images_accuracy_mean']:.2f})" if "initial_images_accuracy_mean" in row else ""
+        print(f"{name:<10} {row['test_accuracy_mean']:6.2f} ± {row['test_accuracy_std']:.2f}{init}  "
               f"outer {row['outer_iterations_run']:.2f}/{row['outer_iterations_official']}  "
               f"distill {row['distill_seconds'] / 60:.1f} min  eval {row['eval_seconds'] / 60:.1f} min", flush=True)
 
