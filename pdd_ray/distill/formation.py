@@ -61,13 +61,20 @@ def decode_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
     return labels if factor == 1 else labels.repeat_interleave(factor * factor)
 
 
-def encode_init(real: torch.Tensor, factor: int) -> torch.Tensor:
+INIT_MODES = ("nearest", "bilinear")
+
+
+def encode_init(real: torch.Tensor, factor: int, mode: str = "nearest") -> torch.Tensor:
     """IDC's initialisation: [n*factor², C, H, W] real images -> [n, C, H, W] stored images.
 
-    Every consecutive group of ``factor²`` images is downsampled (bilinear, antialiased) to
-    one patch each and tiled row-major into one stored image, so that ``decode`` of the
-    result gives back those images at the lower resolution.
+    Every consecutive group of ``factor²`` images is downsampled to one patch each and tiled
+    row-major into one stored image, so that ``decode`` of the result gives back those images
+    at the lower resolution. ``mode``: ``nearest`` as IDC's ``init_type='mix'``
+    (``F.interpolate``'s default; at factor 2 it keeps every other pixel), or ``bilinear``
+    (antialiased, smoother).
     """
+    if mode not in INIT_MODES:
+        raise ValueError(f"encode_init mode must be one of {', '.join(INIT_MODES)}, got {mode!r}")
     _check(real, factor)
     if factor == 1:
         return real
@@ -77,11 +84,14 @@ def encode_init(real: torch.Tensor, factor: int) -> torch.Tensor:
         raise ValueError(f"encode_init needs a multiple of factor²={per_image} images, got {total}")
     n = total // per_image
     ph, pw = patch_size(h, w, factor)
-    small = F.interpolate(real, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True)
+    if mode == "nearest":
+        small = F.interpolate(real, size=(ph, pw), mode="nearest")
+    else:
+        small = F.interpolate(real, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True)
     # [n*f*f, C, ph, pw] -> [n, f(row), f(col), C, ph, pw] -> [n, C, f, ph, f, pw]
     tiled = small.reshape(n, factor, factor, ch, ph, pw).permute(0, 3, 1, 4, 2, 5)
     tiled = tiled.reshape(n, ch, factor * ph, factor * pw)
     return tiled[..., :h, :w].contiguous()
 
 
-__all__ = ["decode", "decode_labels", "encode_init", "patch_size"]
+__all__ = ["INIT_MODES", "decode", "decode_labels", "encode_init", "patch_size"]

@@ -58,7 +58,7 @@ def test_encode_init_is_differentiable():
 
 def test_decode_of_encode_init_gives_the_downsampled_originals():
     real = torch.randn(8, 3, 8, 8)
-    stored = encode_init(real, 2)
+    stored = encode_init(real, 2, mode="bilinear")
     assert stored.shape == (2, 3, 8, 8)
     low = F.interpolate(real, size=(4, 4), mode="bilinear", align_corners=False, antialias=True)
     ref = F.interpolate(low, size=(8, 8), mode="bilinear", align_corners=False)
@@ -70,14 +70,14 @@ def test_decode_of_encode_init_is_close_to_smooth_originals():
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 16), torch.linspace(0, 1, 16), indexing="ij")
     phases = torch.rand(8, 1, 1, 1, generator=torch.Generator().manual_seed(0)) * 6.28
     real = torch.sin(2.0 * xx + yy + phases)
-    err = decode(encode_init(real, 2), 2) - real
+    err = decode(encode_init(real, 2, mode="bilinear"), 2) - real
     assert err.abs().mean() < 0.05
 
 
 def test_sizes_not_divisible_by_the_factor():
     assert patch_size(7, 7, 2) == (4, 4)
     real = torch.randn(9, 1, 7, 7)
-    stored = encode_init(real, 3)
+    stored = encode_init(real, 3, mode="bilinear")
     assert stored.shape == (1, 1, 7, 7)
     out = decode(stored, 3)
     assert out.shape == (9, 1, 7, 7)
@@ -85,6 +85,16 @@ def test_sizes_not_divisible_by_the_factor():
     low = F.interpolate(real[:1], size=(3, 3), mode="bilinear", align_corners=False, antialias=True)
     ref = F.interpolate(low, size=(7, 7), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out[:1], ref)
+
+
+def test_encode_init_default_is_idc_nearest_mix_init():
+    """IDC's init_type='mix': each patch is F.interpolate(real, size) (nearest): every other pixel at factor 2."""
+    real = torch.randn(8, 1, 28, 28)
+    stored = encode_init(real, 2)
+    torch.testing.assert_close(stored[0, :, :14, 14:], real[1, :, ::2, ::2], rtol=0, atol=0)  # patch (0, 1)
+    torch.testing.assert_close(stored[1, :, 14:, :14], real[6, :, ::2, ::2], rtol=0, atol=0)  # patch (1, 0)
+    with pytest.raises(ValueError):
+        encode_init(real, 2, mode="area")
 
 
 @pytest.mark.parametrize("factor", [0, -1, 2.0, True, 9])
