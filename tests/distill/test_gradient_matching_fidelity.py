@@ -263,3 +263,19 @@ def test_dsa_dc_presets_train_their_network_on_synthetic_data():
 def test_pixel_space_refuses_zca():
     with pytest.raises(UserError, match="zca"):
         load_config(DistillConfig, None, ["method=idc", "data.dataset=cifar10", "data.zca=true"])
+
+
+def test_idc_warmup_is_progressive_with_a_fresh_optimizer_per_earlier_set(monkeypatch):
+    """distill_idc.py: for each earlier interval j, train_only(U_j, epochs / 5) with its own SGD."""
+    from pdd_ray.distill.methods.gradient_matching import GradientMatchingMethod
+    from pdd_ray.synset import Stage
+    calls = []
+    monkeypatch.setattr(EvalProtocol, "train", lambda self, net, phases, optimizer=None, **kw: calls.append(
+        (self, [len(p.labels) for p in phases], optimizer)))
+    config = load_config(DistillConfig, None, ["method=idc", "gm.warmup_epochs=200"])
+    earlier = [Stage(torch.randn(4, 1, 8, 8), torch.arange(4), None, {"factor": 2}) for _ in range(3)]
+    GradientMatchingMethod._warmup(config, earlier)(make_model())
+    assert [sizes for _, sizes, _ in calls] == [[16], [32], [48]]  # U_1, U_2, U_3 decoded (factor 2)
+    assert all(opt is None for _, _, opt in calls)  # a fresh optimizer each time
+    protocol = calls[0][0]
+    assert (protocol.epochs, protocol.schedule, protocol.batch_size, protocol.cutmix) == (200, "multistep", 64, 0.5)
