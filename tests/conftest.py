@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def write_fashion_like(root: Path, per_class_train: int = 30, per_class_test: in
         write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_cache_dir(tmp_path_factory):
+    """Decoded datasets and URI mirrors go to this session's own cache, never the user's ~/.cache."""
+    previous = os.environ.get("PDD_RAY_CACHE")
+    os.environ["PDD_RAY_CACHE"] = str(tmp_path_factory.mktemp("pdd-ray-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PDD_RAY_CACHE", None)
+    else:
+        os.environ["PDD_RAY_CACHE"] = previous
 
 
 @pytest.fixture

@@ -59,6 +59,8 @@ class DatasetSpec:
     test_count: int | None = None
     download: Callable[[Path], None] | None = None  # download(dest_dir), may raise anything
     options: tuple[str, ...] = ()  # extra keyword arguments the reader accepts
+    # Sub-folders whose file trees the reader reads besides the folder's own files (the decode cache's digest).
+    source_dirs: tuple[str, ...] = ()
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -203,6 +205,7 @@ DATASETS.register("tiny_imagenet")(
         train_count=100000,
         test_count=10000,
         download=_download_tiny_imagenet,
+        source_dirs=("train", "val"),
     )
 )
 
@@ -222,6 +225,7 @@ DATASETS.register("image_folder")(
         counter=_count_image_folder,
         required=("train",),
         options=("image_size", "grayscale"),
+        source_dirs=("train", "test"),
     )
 )
 
@@ -362,7 +366,7 @@ def complete_spec(spec: DatasetSpec, train: RawSplit) -> DatasetSpec:
 
 
 def _spec_fields(spec: DatasetSpec) -> dict[str, Any]:
-    skip = {"reader", "counter", "download", "required", "folder_names"}
+    skip = {"reader", "counter", "download", "required", "folder_names", "source_dirs"}
     return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in skip}
 
 

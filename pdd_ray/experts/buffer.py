@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # Worth another attempt (crashes, OOM, injected faults); a UserError would fail again the same way.
 RETRIED = [RuntimeError, OSError, MemoryError]
 FAIL_ONCE_ENV = "PDD_RAY_FAIL_ONCE_DIR"  # fault injection for tests: first attempt of each expert raises
+KEEP_CHOICES = ("all", "last")
+# ExpertsConfig fields that say where experts run, not what they are (the run's own sections stand for
+# data/model/augment); ``keep`` only says what is kept on disk afterwards.
+NOT_IDENTITY = ("out", "device", "address", "data", "model", "augment", "keep")
 
 
 @dataclass
@@ -49,6 +53,9 @@ class ExpertsConfig:
     transition: str | None = None  # synthetic-set directory: experts train on its union before real data
     transition_from: str | None = None  # expert buffer: expert k starts from its expert k's snapshot 0 (the chain)
     train_positions: str | None = None  # safetensors file of training-split positions the experts train on
+    # In a PDD run: "last" deletes a finished stage's buffer once the next stage's is built (never a given
+    # buffer, nor stage 1's while a forgetting curriculum still needs its scores); "all" keeps every one.
+    keep: str = "all"
     recipe: ExpertRecipe = field(default_factory=ExpertRecipe)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -68,6 +75,8 @@ class ExpertsConfig:
                 raise UserError(message)
         if r.transition_budget_problem():
             raise UserError(r.transition_budget_problem())
+        if self.keep not in KEEP_CHOICES:
+            raise UserError(f"experts.keep must be one of {', '.join(KEEP_CHOICES)}, got '{self.keep}'")
         check_device(self.device)
         if self.device.startswith("cuda") and self.gpus_per_expert == 0:
             # Ray hides every GPU from a task that asks for none.
@@ -76,6 +85,22 @@ class ExpertsConfig:
             synset_io.read_manifest(self.transition)
         if self.transition_from is not None and self.transition is None:
             raise UserError("transition_from needs transition (the synthetic set the chained experts train on)")
+
+
+def identity(experts: dict) -> dict:
+    """The part of an experts section (``to_dict`` form) that decides what the experts are, for fingerprints.
+
+    An unset step budget is left out, so runs and buffers recorded before it existed still resume.
+    """
+    kept = {k: v for k, v in experts.items() if k not in NOT_IDENTITY}
+    if "recipe" in kept:
+        kept["recipe"] = recipe_identity(kept["recipe"])
+    return kept
+
+
+def recipe_identity(recipe: dict) -> dict:
+    """A recipe (``to_dict`` form) without the fields that are unset by default and newer than old records."""
+    return {k: v for k, v in recipe.items() if not (k == "transition_steps" and v is None)}
 
 
 def maybe_fail_once(out: str, expert_id: int) -> None:
@@ -103,8 +128,12 @@ def _expert_task(expert_id, config, num_classes, train, test, transition, start,
     return expert_id, result
 
 
-def build_buffer(config: ExpertsConfig, progress: bool = True) -> dict:
+def build_buffer(config: ExpertsConfig, progress: bool = True, data=None, synthetic: list | None = None) -> dict:
     """Train the missing experts of ``config.out`` in parallel and return a summary.
+
+    ``data``: the DataBundle of ``config.data`` when the caller already has it (else it is loaded);
+    ``synthetic``: the stages of the set ``config.transition`` names, in memory (else read from there).
+    Either way nothing is decoded or read twice.
 
     ``out`` may be a URI (s3://, gs://, hdfs://, file://): the buffer is then
     built in a local mirror that first downloads what the URI already holds
@@ -112,11 +141,11 @@ def build_buffer(config: ExpertsConfig, progress: bool = True) -> dict:
     more at the end. The summary's ``out`` is then the local mirror, ``uri`` the URI.
     """
     if is_uri(config.out):
-        return _build_at_uri(config, progress)
-    return _build(config, progress)
+        return _build_at_uri(config, progress, data, synthetic)
+    return _build(config, progress, data=data, synthetic=synthetic)
 
 
-def _build_at_uri(config: ExpertsConfig, progress: bool) -> dict:
+def _build_at_uri(config: ExpertsConfig, progress: bool, data=None, synthetic=None) -> dict:
     """Build in the local mirror of the URI ``config.out``; upload after each expert and at the end."""
     local = prepare_output_dir(config.out)
 
@@ -126,26 +155,30 @@ def _build_at_uri(config: ExpertsConfig, progress: bool) -> dict:
         except (OSError, UserError) as exc:  # keep training; the final upload below retries and fails loudly
             log.warning("uploading to %s failed (retried later): %s", config.out, exc)
 
-    summary = _build(replace(config, out=str(local)), progress, after_save=upload_after_expert)
+    summary = _build(replace(config, out=str(local)), progress, after_save=upload_after_expert, data=data,
+                     synthetic=synthetic)
     upload_directory(local, config.out)  # the manifest of a fresh store, forgetting scores, anything missed
     return {**summary, "uri": config.out}
 
 
-def _build(config: ExpertsConfig, progress: bool, after_save=None) -> dict:
+def _build(config: ExpertsConfig, progress: bool, after_save=None, data=None, synthetic=None) -> dict:
     from pdd_ray.cluster import ray_session
     from pdd_ray.data.bundle import create_dataset
     from pdd_ray.trajectories import TrajectoryStore
 
-    data = create_dataset(config.data)
+    data = create_dataset(config.data) if data is None else data
     if config.train_positions:
-        data.train = data.train.subset(read_positions(config.train_positions, len(data.train)))
-    transition = _transition_union(config.transition, data) if config.transition else None
+        data = replace(data, train=data.train.subset(read_positions(config.train_positions, len(data.train))))
+    stages = None
+    if config.transition:
+        stages = _stages_on_disk(config.transition, data) if synthetic is None else list(synthetic)
+    transition = _transition_union(config.transition, stages, data) if stages is not None else None
     store = TrajectoryStore.create(
         config.out, dataset=data.name, preprocessing=data.preprocessor.describe(),
         model={"arch": config.model.arch, **config.model.kwargs(), "image_shape": list(data.image_shape),
                "num_classes": data.num_classes},
-        layout=_layout(config, data), recipe=_recipe_record(config), num_snapshots=config.recipe.num_snapshots,
-        dtype=config.dtype)
+        layout=_layout(config, data), recipe=_recipe_record(config, stages),
+        num_snapshots=config.recipe.num_snapshots, dtype=config.dtype)
     todo = store.missing(config.num_experts)
     if todo:
         with ray_session(config.address):
@@ -268,13 +301,11 @@ def _layout(config, data):
     return ParamLayout.of(model_factory(config.model, data.image_shape, data.num_classes, torch.device("cpu"))())
 
 
-def _recipe_record(config) -> dict:
-    # What must match for a resumed buffer to be one consistent set of experts. An unset step budget is
-    # left out, so buffers recorded before it existed still resume.
-    recipe = {k: v for k, v in to_dict(config.recipe).items() if not (k == "transition_steps" and v is None)}
-    return {**recipe, "augment": to_dict(config.augment), "seed": config.seed,
+def _recipe_record(config, stages: list | None = None) -> dict:
+    # What must match for a resumed buffer to be one consistent set of experts.
+    return {**recipe_identity(to_dict(config.recipe)), "augment": to_dict(config.augment), "seed": config.seed,
             "data": {k: v for k, v in to_dict(config.data).items() if k not in ("root", "download")},
-            "transition": _content_digest(config.transition),
+            "transition": _transition_digest(config, stages),
             "transition_from": _buffer_digest(config.transition_from, config.num_experts),
             "train_positions": _file_digest(config.train_positions)}
 
@@ -296,10 +327,40 @@ def _file_digest(path: str | None) -> str | None:
     return None if path is None else hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _content_digest(directory: str | None) -> str | None:
-    """sha256 over a synthetic set's stage files: experts are tied to the images, not to a path."""
-    if directory is None:
+def _transition_digest(config, stages: list | None) -> str | None:
+    """What ties transition experts to their union: the stages' images, labels and the lr they train with."""
+    if stages is None:
         return None
+    digest = union_digest(stages)
+    recorded = recorded_recipe(config.out).get("transition")
+    if recorded not in (None, digest) and recorded == _stage_files_digest(config.transition):
+        return recorded  # a buffer begun when the digest covered the stage files: the same images, so it resumes
+    return digest
+
+
+def union_digest(stages: list) -> str:
+    """sha256 over each stage's images, labels and learned lr (in memory: nothing is read)."""
+    import hashlib
+    digest = hashlib.sha256()
+    for stage in stages:
+        digest.update(stage.images.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(stage.labels.cpu().contiguous().numpy().tobytes())
+        digest.update(repr(stage.lr).encode())
+    return digest.hexdigest()
+
+
+def recorded_recipe(directory: str) -> dict:
+    """The recipe record of the buffer in ``directory`` ({} when there is none yet)."""
+    import json
+    path = Path(directory) / "manifest.json"
+    try:
+        return json.loads(path.read_text()).get("recipe") or {}
+    except (OSError, ValueError):
+        return {}  # no store yet, or one TrajectoryStore.create will report
+
+
+def _stage_files_digest(directory: str) -> str:
+    """sha256 over a synthetic set's stage files: how buffers recorded their union before ``union_digest``."""
     import hashlib
     digest = hashlib.sha256()
     for entry in synset_io.read_manifest(directory)["stages"]:
@@ -307,10 +368,20 @@ def _content_digest(directory: str | None) -> str | None:
     return digest.hexdigest()
 
 
-def _transition_union(directory: str, data) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _transition_union(directory: str, stages: list, data) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """U_i (decoded, as a network trains on it) and the lr of its last stage, checked against the dataset."""
+    shape = tuple(stages[0].images.shape[1:]) if stages else ()
+    if not stages or shape != data.image_shape:
+        raise UserError(f"transition set {directory} holds {len(stages)} stage(s) of shape {shape}, "
+                        f"not images of {data.name} {data.image_shape}")
+    images, labels = synset_io.SyntheticSet(data.name, data.num_classes, data.class_names, data.preprocessor,
+                                            stages).union()
+    return images, labels, stages[-1].lr or 0.01
+
+
+def _stages_on_disk(directory: str, data) -> list:
+    """The stages of the synthetic set in ``directory`` (the ``pdd-ray experts --transition`` path)."""
     synset = synset_io.load(directory)
-    if synset.dataset != data.name or synset.image_shape != data.image_shape:
-        raise UserError(f"transition set {directory} is for {synset.dataset} {synset.image_shape}, "
-                        f"not {data.name} {data.image_shape}")
-    images, labels = synset.union()
-    return images, labels, synset.stages[-1].lr or 0.01
+    if synset.dataset != data.name:
+        raise UserError(f"transition set {directory} is for {synset.dataset}, not {data.name}")
+    return synset.stages

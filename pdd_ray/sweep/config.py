@@ -89,6 +89,9 @@ class SweepConfig:
     max_concurrent_trials: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # fractional: 0.25 puts four trials on one GPU
+    # Extra bundles per MTT trial, one transition expert each, so a trial's experts train in parallel.
+    # None: one per transition expert (experts.num_experts), as many of them as fit the cluster beside the trial.
+    experts_per_trial: int | None = None
     address: str | None = None  # Ray cluster; None: RAY_ADDRESS or a local Ray
     seed: int = 0  # seeds the sampling of ``sample`` (trials keep the run config's seed)
 
@@ -132,6 +135,8 @@ class SweepConfig:
                    f"max_concurrent_trials must be >= 1, got {self.max_concurrent_trials}"),
                   (self.cpus_per_trial > 0, f"cpus_per_trial must be > 0, got {self.cpus_per_trial}"),
                   (self.gpus_per_trial >= 0, f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}"),
+                  (self.experts_per_trial is None or self.experts_per_trial >= 1,
+                   f"experts_per_trial must be >= 1, got {self.experts_per_trial}"),
                   # Ray accepts fractions of one GPU or whole GPUs, nothing in between.
                   (self.gpus_per_trial <= 1 or self.gpus_per_trial == int(self.gpus_per_trial),
                    f"gpus_per_trial above 1 must be whole, got {self.gpus_per_trial}")]

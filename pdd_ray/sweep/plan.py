@@ -44,6 +44,7 @@ class SweepPlan:
     build_buffer: bool  # the sweep builds ``buffer`` before Tune starts (False: the base named one)
     transition_experts: dict | None  # resources of one transition expert run inside a trial, if any
     max_steps: int  # the last ``step`` any trial reports (ASHA's max_t)
+    expert_bundles: int = 1  # transition experts a trial trains at once (one bundle each)
 
     @property
     def experiment_path(self) -> str:
@@ -75,6 +76,8 @@ class SweepPlan:
     def fingerprint(self) -> str:
         """sha256 of what decides the trials (sweep settings and the base run config)."""
         settings = {k: v for k, v in to_dict(self.config).items() if k not in FINGERPRINT_EXCLUDES}
+        if settings.get("experts_per_trial") is None:
+            settings.pop("experts_per_trial", None)  # sweeps recorded before the setting existed still resume
         settings["base"] = self.base
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -157,3 +160,4 @@ def _share_buffer(plan: SweepPlan, configs: list[DistillConfig]) -> None:
     if transitions:
         e = transitions[0].experts
         plan.transition_experts = {"CPU": e.cpus_per_expert, "GPU": e.gpus_per_expert}
+        plan.expert_bundles = plan.config.experts_per_trial or max(c.experts.num_experts for c in transitions)

@@ -36,18 +36,34 @@ def run_sweep(config: SweepConfig, echo: Callable[[str], None] = print) -> dict:
             "work_dir": plan.work_dir}
 
 
-def check_cluster_fits(plan: SweepPlan) -> None:
-    """Refuse trials the cluster can never place (Tune would wait for them forever)."""
-    import ray
+def check_cluster_fits(plan: SweepPlan, have: dict | None = None) -> None:
+    """Refuse trials the cluster can never place (Tune would wait for them forever).
 
-    have = ray.cluster_resources()
+    Without ``experts_per_trial`` the trial's expert bundles are first cut to as many as fit.
+    """
+    if have is None:
+        import ray
+        have = ray.cluster_resources()
+    if plan.transition_experts and plan.config.experts_per_trial is None:
+        plan.expert_bundles = fitting_expert_bundles(plan, have)
     bundles = trial_resources(plan).bundles
     for resource in ("CPU", "GPU"):
         need = sum(b.get(resource, 0) for b in bundles)
         if need > have.get(resource, 0):
-            raise UserError(f"each trial needs {need:g} {resource} (cpus_per_trial/gpus_per_trial"
-                            f"{' + one transition expert' if len(bundles) > 1 else ''}) but the Ray cluster has "
-                            f"{have.get(resource, 0):g}; lower them or connect to a bigger cluster (--address)")
+            extra = f" + {len(bundles) - 1} transition expert(s), experts_per_trial" if len(bundles) > 1 else ""
+            raise UserError(f"each trial needs {need:g} {resource} (cpus_per_trial/gpus_per_trial{extra}) but the "
+                            f"Ray cluster has {have.get(resource, 0):g}; lower them or connect to a bigger cluster "
+                            "(--address)")
+
+
+def fitting_expert_bundles(plan: SweepPlan, have: dict) -> int:
+    """The most transition-expert bundles (up to ``plan.expert_bundles``, at least 1) that fit beside one trial."""
+    c, expert = plan.config, plan.transition_experts
+    room = []
+    for resource, trial_need in (("CPU", c.cpus_per_trial), ("GPU", c.gpus_per_trial)):
+        if expert[resource] > 0:
+            room.append(int((have.get(resource, 0) - trial_need) // expert[resource] + 1e-9))
+    return max(1, min([plan.expert_bundles, *room]))
 
 
 def record_sweep(plan: SweepPlan) -> None:
@@ -65,12 +81,14 @@ def record_sweep(plan: SweepPlan) -> None:
 
 def build_shared_buffer(plan: SweepPlan, echo: Callable[[str], None]) -> None:
     """Build (or finish) the stage-1 expert buffer once, before any trial starts."""
-    from pdd_ray.distill.transitions import experts_config
+    from pdd_ray.distill.transitions import experts_config, read_epochs
     from pdd_ray.experts.buffer import build_buffer
 
-    first = next(p for p in check_points(plan.config) if plan.run_config(p).base.needs_experts)
-    config = plan.run_config(first, out=plan.work_dir)  # its OUT/experts/stage_1 is the shared buffer
-    summary = build_buffer(experts_config(config, 0))
+    points = [p for p in check_points(plan.config) if plan.run_config(p).base.needs_experts]
+    config = plan.run_config(points[0], out=plan.work_dir)  # its OUT/experts/stage_1 is the shared buffer
+    # Trials may sweep mtt.max_start_epoch / expert_epochs: the shared experts train what the furthest one reads.
+    reads = max(read_epochs(plan.run_config(p)) for p in points)
+    summary = build_buffer(experts_config(config, 0, reads=reads))
     echo(f"stage-1 expert buffer: {summary['complete']} expert(s) in {summary['out']} (shared by every trial)")
 
 
@@ -87,17 +105,18 @@ def make_tuner(plan: SweepPlan, echo: Callable[[str], None]):
 
 
 def trial_resources(plan: SweepPlan):
-    """One bundle for the trial; one more for transition experts, which MTT trials train as Ray tasks.
+    """One bundle for the trial; for MTT trials one more per transition expert trained at once (Ray tasks).
 
-    Tune schedules a trial's child tasks inside its placement group, so the extra bundle means
-    transition experts can always start, even when trials hold every other CPU.
+    Tune schedules a trial's child tasks inside its placement group, so the extra bundles mean
+    ``plan.expert_bundles`` transition experts start together, even when trials hold every other CPU.
     """
     from ray.tune import PlacementGroupFactory
 
     c = plan.config
     bundles = [_bundle(c.cpus_per_trial, c.gpus_per_trial)]
     if plan.transition_experts:
-        bundles.append(_bundle(plan.transition_experts["CPU"], plan.transition_experts["GPU"]))
+        expert = _bundle(plan.transition_experts["CPU"], plan.transition_experts["GPU"])
+        bundles += [dict(expert) for _ in range(plan.expert_bundles)]
     return PlacementGroupFactory(bundles)
 
 

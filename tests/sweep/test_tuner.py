@@ -81,5 +81,34 @@ def test_trials_get_fractional_gpus_and_mtt_trials_a_bundle_for_transition_exper
     from pdd_ray.sweep import make_plan
     plain = make_plan(load_sweep_config(write_sweep(gpus_per_trial=0.25, cpus_per_trial=2)))
     assert trial_resources(plain).bundles == [{"CPU": 2.0, "GPU": 0.25}]
-    mtt = make_plan(load_sweep_config(write_sweep(overrides=["method=mtt", "experts.cpus_per_expert=0.5"])))
-    assert trial_resources(mtt).bundles == [{"CPU": 1.0}, {"CPU": 0.5}]
+    mtt = make_plan(load_sweep_config(write_sweep(overrides=["method=mtt", "experts.cpus_per_expert=0.5",
+                                                              "experts.num_experts=3"])))
+    # one bundle per transition expert, so a trial's experts train at once
+    assert trial_resources(mtt).bundles == [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}]
+
+
+def _mtt_plan(write_sweep, **fields):
+    from pdd_ray.sweep import make_plan
+    return make_plan(load_sweep_config(write_sweep(overrides=["method=mtt", "experts.num_experts=6",
+                                                              "experts.gpus_per_expert=0.25", "device=cuda"],
+                                                   gpus_per_trial=0.5, **fields)))
+
+
+def test_expert_bundles_are_cut_to_what_fits_beside_a_trial(write_sweep):
+    from pdd_ray.sweep.tuner import check_cluster_fits
+    plan = _mtt_plan(write_sweep)
+    check_cluster_fits(plan, have={"CPU": 4.0, "GPU": 1.0})  # 3 CPUs and 0.5 GPU left: 2 experts of 0.25 GPU
+    assert trial_resources(plan).bundles == [{"CPU": 1.0, "GPU": 0.5}] + [{"CPU": 1.0, "GPU": 0.25}] * 2
+    roomy = _mtt_plan(write_sweep)
+    check_cluster_fits(roomy, have={"CPU": 16.0, "GPU": 8.0})
+    assert len(trial_resources(roomy).bundles) == 1 + 6  # never more than the trial's experts
+
+
+def test_experts_per_trial_is_taken_as_given_and_must_fit(write_sweep):
+    from pdd_ray.sweep.tuner import check_cluster_fits
+    plan = _mtt_plan(write_sweep, experts_per_trial=4)
+    assert len(trial_resources(plan).bundles) == 5
+    with pytest.raises(UserError, match="4 transition expert"):
+        check_cluster_fits(plan, have={"CPU": 4.0, "GPU": 1.0})
+    with pytest.raises(UserError, match="experts_per_trial must be >= 1"):
+        load_sweep_config(write_sweep(experts_per_trial=0))

@@ -41,6 +41,8 @@ class MTT(BaseMethod):
             raise UserError("stages.forgetting_curriculum needs experts.track_forgetting=true "
                             "(the stage-1 experts count the forgetting events)")
         self._check_batch_split(config)
+        from pdd_ray.distill.transitions import warn_unread_epochs
+        warn_unread_epochs(config)
 
     @staticmethod
     def _check_batch_split(config) -> None:
@@ -53,12 +55,12 @@ class MTT(BaseMethod):
         if 0 < _student_batch(config) < p.workers:
             raise UserError(f"parallel.split=batch with {p.workers} workers needs mtt.batch_syn >= {p.workers}")
 
-    def before_stage(self, config, data, index: int, progress: bool) -> None:
+    def before_stage(self, config, data, index: int, progress: bool, finished: list | None = None) -> None:
         from pdd_ray.distill.curriculum import stage_partition
         from pdd_ray.distill.transitions import chained, ensure_experts
         # Chained experts of a forgetting curriculum train on their stage's partition.
         partition = stage_partition(config, data, index) if chained(config, index) else None
-        ensure_experts(config, index, progress, partition)
+        ensure_experts(config, index, progress, partition, data=data, finished=finished)
 
     def build_matcher(self, ctx: MatcherContext):
         from pdd_ray.distill.mtt import MTTMatcher
