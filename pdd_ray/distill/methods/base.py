@@ -82,8 +82,11 @@ class BaseMethod:
         from pdd_ray.config import to_dict
         return {self.section: to_dict(self.options(config))}
 
-    def before_stage(self, config, data, index: int, progress: bool) -> None:
-        """Work a stage needs before its matcher exists (MTT: build the stage's expert buffer)."""
+    def before_stage(self, config, data, index: int, progress: bool, finished: list | None = None) -> None:
+        """Work a stage needs before its matcher exists (MTT: build the stage's expert buffer).
+
+        ``finished``: the stages done so far, in memory (None: read them from the run directory if needed).
+        """
 
     def build_matcher(self, ctx: MatcherContext):
         """The stage's matcher (see ``pdd_ray.distill.base.Matcher``)."""
