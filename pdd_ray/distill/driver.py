@@ -13,7 +13,6 @@ or overwritten; the running stage resumes from its checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from pdd_ray.distill.config import DistillConfig
 from pdd_ray.distill.curriculum import stage_partition
 from pdd_ray.distill.init import init_from_real
 from pdd_ray.distill.methods import MatcherContext
-from pdd_ray.distill.stage import StageSettings, distill_stage
+from pdd_ray.distill.runners import StageHooks, create_stage_runner
+from pdd_ray.distill.stage import StageSettings
 from pdd_ray.distill.run_dir import RunDir
 from pdd_ray.distill.validation import ProgressiveValidator, StartCache
 from pdd_ray.errors import UserError
@@ -81,24 +81,27 @@ def config_fingerprint(config: DistillConfig, *extra) -> str:
 
 def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, progress: bool = True,
                on_iteration: Callable[[int, int], None] | None = None,
-               on_validation: Callable[[int, int, float], None] | None = None) -> synset_io.SyntheticSet:
+               on_validation: Callable[[int, int, float], None] | None = None,
+               runner=None) -> synset_io.SyntheticSet:
     """Distil every unfinished stage in order and return the full synthetic set.
 
     Hooks get the 0-based stage index first: ``on_iteration(stage, it)``,
-    ``on_validation(stage, it, val_accuracy)``.
+    ``on_validation(stage, it, val_accuracy)``. ``runner``: who executes a stage
+    (``pdd_ray.distill.runners``; default: what ``parallel.workers`` asks for).
     """
     if len(data.val) < data.num_classes:
         raise UserError(f"the validation split has {len(data.val)} images for {data.num_classes} classes; "
                         "raise data.val_size")
+    runner = runner or create_stage_runner(config)
     synset = load_or_start(config, data)
     if config.parallel.workers > 1:
         from pdd_ray.parallel.trainer import check_before_compute
         check_before_compute(config)  # not after minutes of expert training
     for index in range(len(synset.stages), config.stages.num_stages):
         config.base.before_stage(config, data, index, progress, synset.stages)
-        hook = (lambda it, i=index: on_iteration(i, it)) if on_iteration else None
-        val_hook = (lambda it, acc, i=index: on_validation(i, it, acc)) if on_validation else None
-        stage = distill_one(config, data, synset, index, device, progress, hook, val_hook)
+        hooks = StageHooks((lambda it, i=index: on_iteration(i, it)) if on_iteration else None,
+                           (lambda it, acc, i=index: on_validation(i, it, acc)) if on_validation else None)
+        stage = distill_one(config, data, synset, index, device, progress, hooks, runner)
         synset.stages.append(stage)
         paths = RunDir.of(config)
         synset_io.save(synset, paths.synthetic)  # stage files first, manifest last
@@ -146,37 +149,16 @@ def stage_fingerprint(config: DistillConfig, index: int, frozen_images: torch.Te
 
 
 def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.SyntheticSet, index: int,
-                device: torch.device, progress: bool, on_iteration, on_validation=None) -> synset_io.Stage:
-    """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``: in process, or on Ray Train.
-
-    With ``parallel.workers > 1`` the loop runs in the workers' processes, so the hooks are
-    not called (sweeps, their only users, run trials with one worker).
-    """
-    desc = f"stage {index + 1}/{config.stages.num_stages}"
-    if config.parallel.workers > 1:
-        from pdd_ray.parallel.trainer import distill_stage_on_workers
-        # Built here too, on the CPU: it checks data and buffer before any worker starts, and gives the
-        # fingerprint and labels the workers will use.
-        job = prepare_stage(config, data, synset.stages, index, torch.device("cpu"))
-        outcome = distill_stage_on_workers(config, synset.stages[:index], index, job, prepare_stage)
-    else:
-        job = prepare_stage(config, data, synset.stages, index, device)
-        with _ray_for_checks(config):
-            outcome = distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
-                                    on_iteration, progress, desc=desc, fingerprint=job.fingerprint,
-                                    on_validation=on_validation)
+                device: torch.device, progress: bool, hooks: StageHooks | None = None,
+                runner=None) -> synset_io.Stage:
+    """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``: assembled here, run by ``runner``."""
+    runner = runner or create_stage_runner(config)
+    job = prepare_stage(config, data, synset.stages, index, runner.device(device))
+    outcome = runner.run(config, synset.stages[:index], index, job, prepare_stage, hooks or StageHooks(), progress)
     info = {"factor": job.factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,
             "lr_clamped": outcome.lr_clamped, "history": outcome.history, "resumed_at": outcome.resumed_at}
     return synset_io.Stage(outcome.images.cpu(), job.state.labels.cpu(), outcome.lr, info)
-
-
-def _ray_for_checks(config: DistillConfig):
-    """A Ray session while validation checks run as Ray tasks (``eval.executor=ray``), else nothing."""
-    if config.eval.executor != "ray":
-        return contextlib.nullcontext()
-    from pdd_ray.cluster import ray_session
-    return ray_session(config.address)
 
 
 def _stored_union(stages: list, data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:

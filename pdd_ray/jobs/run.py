@@ -20,6 +20,7 @@ from pdd_ray.data.bundle import create_dataset
 from pdd_ray.distill.config import DistillConfig
 from pdd_ray.distill.driver import run_stages
 from pdd_ray.distill.run_dir import RunDir
+from pdd_ray.distill.runners import create_stage_runner
 from pdd_ray.evaluation import EvalProtocol, EvalResult
 from pdd_ray.evaluation.runner import Evaluation, InProcessRunner
 from pdd_ray.jobs.common import model_factory
@@ -44,7 +45,7 @@ def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_
     data = create_dataset(config.data)
     if config.evaluate:
         warn_if_baseline_capped(config, data)  # before compute, not in the report hours later
-    synset = run_stages(config, data, device, progress, on_iteration, on_validation)
+    synset = run_stages(config, data, device, progress, on_iteration, on_validation, create_stage_runner(config))
     summary = {"out": config.out, "synthetic": str(RunDir.of(config).synthetic), "stages": len(synset.stages)}
     evaluations = {}
     if score_validation:

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -39,17 +40,15 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "stage.ckpt"
 
 
-def distill_stage_on_workers(config, finished: list, index: int, job, prepare) -> StageOutcome:
+def distill_stage_on_workers(config, finished: list, index: int, job, prepare, hooks=None) -> StageOutcome:
     """Run stage ``index`` on a Ray Train worker group and return its outcome (also left in ``job.checkpoint_path``).
 
     ``job`` is the driver's own ``StageJob`` for this stage: it supplies the fingerprint a
     checkpoint must match, checked here before any worker starts. ``prepare(config, data,
     finished, index, device, comm)`` builds the same job on every worker (the driver passes
-    its own, so this runner never imports the driver).
+    its own, so this runner never imports the driver). ``hooks`` (a ``StageHooks``): rank 0's
+    iterations and validation checks, delivered here through a Ray queue while the group runs.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from pdd_ray.cluster import ray_session
 
     config = absolute_paths(config)
@@ -58,22 +57,9 @@ def distill_stage_on_workers(config, finished: list, index: int, job, prepare) -
         meta = check_resumable(checkpoint_path, job.fingerprint)
         if meta["iteration"] >= config.stages.iterations:
             return outcome_from_checkpoint(checkpoint_path)  # finished before the driver died
-    p = config.parallel
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config={"config": config, "finished": finished, "index": index, "prepare": prepare},
-        scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=_resources(p)),
-        run_config=RunConfig(name=f"stage_{index + 1}_{job.fingerprint[:12]}", storage_path=_storage_path(config),
-                             failure_config=FailureConfig(max_failures=p.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        torch_config=TorchConfig(backend=p.resolved_backend(), timeout_s=p.collective_timeout_s))
     with ray_session(config.address):
-        import ray
-        check_capacity(p, ray.cluster_resources(), remote=bool(config.address or os.environ.get("RAY_ADDRESS")))
-        try:
-            result = trainer.fit()
-        except Exception as exc:  # a user mistake met on a worker reads as one line, not a Ray traceback
-            raise user_error_in(exc) or exc
+        with _HookRelay(hooks) as relay:
+            result = _fit(config, finished, index, job, prepare, relay.queue)
     if result.checkpoint is None:
         raise RuntimeError(f"stage {index + 1}: the Ray Train run ended without a checkpoint")
     with result.checkpoint.as_directory() as directory:
@@ -81,6 +67,78 @@ def distill_stage_on_workers(config, finished: list, index: int, job, prepare) -
         source = Path(directory) / CHECKPOINT_FILE
         atomic_write(checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
     return outcome_from_checkpoint(checkpoint_path)
+
+
+def _fit(config, finished: list, index: int, job, prepare, events):
+    """Run the worker group to the end of the stage; its ``ray.train.Result``."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    p = config.parallel
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"config": config, "finished": finished, "index": index, "prepare": prepare,
+                           "events": events},
+        scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=_resources(p)),
+        run_config=RunConfig(name=f"stage_{index + 1}_{job.fingerprint[:12]}", storage_path=_storage_path(config),
+                             failure_config=FailureConfig(max_failures=p.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        torch_config=TorchConfig(backend=p.resolved_backend(), timeout_s=p.collective_timeout_s))
+    check_capacity(p, ray.cluster_resources(), remote=bool(config.address or os.environ.get("RAY_ADDRESS")))
+    try:
+        return trainer.fit()
+    except Exception as exc:  # a user mistake met on a worker reads as one line, not a Ray traceback
+        raise user_error_in(exc) or exc
+
+
+class _HookRelay:
+    """A Ray queue rank 0 puts ("iteration", it) / ("validation", it, accuracy) events on, and a driver
+    thread that calls the hooks with them, in order; the rest are drained when the group is done."""
+
+    def __init__(self, hooks):
+        self.hooks, self.queue, self._thread = hooks, None, None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "_HookRelay":
+        if self.hooks is None or (self.hooks.on_iteration is None and self.hooks.on_validation is None):
+            return self
+        from ray.util.queue import Queue
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.queue is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._drain(block=False)
+        self.queue.shutdown()
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            self._drain(block=True)
+
+    def _drain(self, block: bool) -> None:
+        from ray.util.queue import Empty
+        try:
+            event = self.queue.get(block=block, timeout=0.2) if block else self.queue.get_nowait()
+        except Empty:
+            return
+        while event is not None:
+            self._deliver(event)
+            try:
+                event = self.queue.get_nowait()
+            except Empty:
+                event = None
+
+    def _deliver(self, event: tuple) -> None:
+        if event[0] == "iteration" and self.hooks.on_iteration is not None:
+            self.hooks.on_iteration(event[1])
+        elif event[0] == "validation" and self.hooks.on_validation is not None:
+            self.hooks.on_validation(event[1], event[2])
 
 
 def absolute_paths(config):
@@ -150,10 +208,22 @@ def worker_loop(loop_config: dict) -> None:
     job = loop_config["prepare"](config, data, finished, index, device, comm)
     with tempfile.TemporaryDirectory(prefix="pdd-ray-resume-") as scratch:
         resume_from = _latest(_resume_file(Path(scratch)), job.checkpoint_path)
+        events = loop_config.get("events") if comm.rank == 0 else None  # a Ray queue: test it with ``is None``
+        on_validation = (lambda it, acc: events.put(("validation", it, acc))) if events is not None else None
         distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
-                      on_iteration=_fault_injection(config, index, comm), progress=False,
+                      on_iteration=_on_iteration(_fault_injection(config, index, comm), events), progress=False,
                       desc=f"stage {index + 1}", fingerprint=job.fingerprint, comm=comm, resume_from=resume_from,
-                      on_checkpoint=_reporter(comm, config, index))
+                      on_checkpoint=_reporter(comm, config, index),
+                      on_validation=on_validation)
+
+
+def _on_iteration(fault_injection, events):
+    """The worker's ``on_iteration``: the test-only fault injection, then (rank 0) the driver's hook event."""
+    def hook(iteration: int) -> None:
+        fault_injection(iteration)
+        if events is not None:
+            events.put(("iteration", iteration))
+    return hook
 
 
 def _latest(*paths: Path | None) -> Path:

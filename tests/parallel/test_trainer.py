@@ -34,8 +34,12 @@ def test_two_ray_train_workers_match_the_single_process_driver_after_a_worker_fa
     single = load_config(DistillConfig, None, [*common, f"out={tmp_path / 'single'}"])
     parallel = load_config(DistillConfig, None, [*common, f"out={tmp_path / 'parallel'}", "parallel.workers=2",
                                                  "parallel.max_failures=1"])
-    run_pdd(single, progress=False)
-    run_pdd(parallel, progress=False)
+    seen = {"single": [], "parallel": []}
+    for name, config in (("single", single), ("parallel", parallel)):
+        run_pdd(config, progress=False, on_validation=lambda stage, it, acc, n=name: seen[n].append((stage, it, acc)))
+    # The Ray Train runner delivers the same hooks (rank 0's, through a queue); the restarted group re-reports
+    # the checks it redid, so compare what was seen last for each (stage, iteration).
+    assert {(s, it): acc for s, it, acc in seen["parallel"]}.keys() == {(s, it) for s, it, _ in seen["single"]}
 
     assert any(ray_with_fault_injection.iterdir()), "the injected worker failure must have happened"
     singles = synset_io.load(tmp_path / "single" / "synthetic").stages
