@@ -49,6 +49,7 @@ META = "meta.json"
 ARRAYS = {"images": np.uint8, "labels": np.int64}
 
 _decodes = 0
+_digests: dict[tuple, str] = {}  # source_digest's memo
 
 
 def decode_count() -> int:
@@ -67,29 +68,54 @@ def cache_dir() -> Path:
 
 
 def source_digest(name: str, folder: Path, split: str, options: dict[str, Any]) -> str:
-    """sha256 of what a decoded split depends on: dataset, split, reader options, the reader's files."""
+    """sha256 of what a decoded split depends on: dataset, split, reader options, the reader's files.
+
+    Walking a tree of image files costs a stat per file, so the result is remembered in this process
+    while the folder's own files and the trees' folders are unchanged (a file replaced in place
+    inside a tree is seen by the next process).
+    """
     spec = get_spec(name)
-    files = [(p.name, *_stat(p)) for p in sorted(Path(folder).iterdir()) if p.is_file() and _visible(p)]
-    for sub in spec.source_dirs:  # the trees of image files a reader walks
-        base = Path(folder) / sub
-        for directory, dirs, names in os.walk(base):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for n in sorted(names):
-                if not n.startswith("."):
-                    path = Path(directory) / n
-                    files.append((str(path.relative_to(folder)), *_stat(path)))
-    record = {"format": FORMAT, "version": FORMAT_VERSION, "dataset": name, "split": split,
-              "options": {k: options[k] for k in sorted(options)}, "files": files}
-    return hashlib.sha256(json.dumps(record, default=str).encode()).hexdigest()
+    top = _listing(Path(folder))
+    trees = [Path(folder) / sub for sub in spec.source_dirs]
+    key = (name, str(folder), split, tuple(sorted(options.items())), tuple(top),
+           tuple(_dir_mtimes(tree) for tree in trees))
+    if key not in _digests:
+        files = list(top)
+        for tree in trees:
+            files += [(f"{tree.name}/{rel}", size, mtime) for rel, size, mtime in _tree(tree)]
+        record = {"format": FORMAT, "version": FORMAT_VERSION, "dataset": name, "split": split,
+                  "options": {k: options[k] for k in sorted(options)}, "files": files}
+        _digests[key] = hashlib.sha256(json.dumps(record, default=str).encode()).hexdigest()
+    return _digests[key]
 
 
-def _stat(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
+def _listing(directory: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of the visible files directly in ``directory``, by name."""
+    out = []
+    with os.scandir(directory) as entries:
+        for e in entries:
+            if not e.name.startswith(".") and e.is_file():
+                st = e.stat()
+                out.append((e.name, st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+def _tree(directory: Path, prefix: str = "") -> list[tuple[str, int, int]]:
+    """``_listing`` of every folder under ``directory``, names relative to it (hidden entries skipped)."""
+    if not directory.is_dir():
+        return []
+    out = [(prefix + n, size, mtime) for n, size, mtime in _listing(directory)]
+    subs = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+    for sub in subs:
+        out += _tree(directory / sub, f"{prefix}{sub}/")
+    return out
+
+
+def _dir_mtimes(directory: Path) -> tuple:
+    """mtime of every folder under ``directory``: files added, removed or renamed anywhere in it change one."""
+    if not directory.is_dir():
+        return ()
+    return tuple((d, os.stat(d).st_mtime_ns) for d, _, _ in sorted(os.walk(directory)))
 
 
 @dataclass(frozen=True)

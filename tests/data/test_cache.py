@@ -133,3 +133,15 @@ def test_bundles_are_frozen_so_sharing_them_is_safe(tiny_fashion_root):
     data = create_dataset(_config(tiny_fashion_root))
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.train = data.val
+
+
+def test_a_file_added_to_an_image_tree_changes_the_digest(tmp_path):
+    from PIL import Image
+    root = tmp_path / "folder"
+    for k in range(2):
+        (root / "train" / "a").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), k).save(root / "train" / "a" / f"{k}.png")
+    first = cache.split_source("image_folder", root, "train").digest
+    assert cache.split_source("image_folder", root, "train").digest == first
+    Image.new("L", (4, 4), 9).save(root / "train" / "a" / "2.png")
+    assert cache.split_source("image_folder", root, "train").digest != first
