@@ -57,12 +57,14 @@ def check_cluster_fits(plan: SweepPlan, have: dict | None = None) -> None:
 
 
 def fitting_expert_bundles(plan: SweepPlan, have: dict) -> int:
-    """The most transition-expert bundles (up to ``plan.expert_bundles``, at least 1) that fit beside one trial."""
+    """The most transition-expert bundles (up to ``plan.expert_bundles``, at least 1) that fit beside a trial
+    in its share of the cluster (``max_concurrent_trials`` trials at once share it; unset: one trial's worth)."""
     c, expert = plan.config, plan.transition_experts
+    share = 1 / (c.max_concurrent_trials or 1)
     room = []
     for resource, trial_need in (("CPU", c.cpus_per_trial), ("GPU", c.gpus_per_trial)):
         if expert[resource] > 0:
-            room.append(int((have.get(resource, 0) - trial_need) // expert[resource] + 1e-9))
+            room.append(int((have.get(resource, 0) * share - trial_need) / expert[resource] + 1e-9))
     return max(1, min([plan.expert_bundles, *room]))
 
 

@@ -102,6 +102,9 @@ def test_expert_bundles_are_cut_to_what_fits_beside_a_trial(write_sweep):
     roomy = _mtt_plan(write_sweep)
     check_cluster_fits(roomy, have={"CPU": 16.0, "GPU": 8.0})
     assert len(trial_resources(roomy).bundles) == 1 + 6  # never more than the trial's experts
+    shared = _mtt_plan(write_sweep, max_concurrent_trials=2)
+    check_cluster_fits(shared, have={"CPU": 16.0, "GPU": 2.0})  # each of 2 trials: 8 CPUs, 1 GPU
+    assert len(trial_resources(shared).bundles) == 1 + 2
 
 
 def test_experts_per_trial_is_taken_as_given_and_must_fit(write_sweep):
