@@ -12,8 +12,9 @@ TINY_BASE = {"method": "idc", "device": "cpu", "model": {"width": 4, "depth": 2}
              "data": {"val_size": 40}, "augment": {"dsa": False},
              "stages": {"num_stages": 2, "ipc": 1, "iterations": 4, "eval_every": 2, "eval_epochs": 2,
                         "checkpoint_every": 2},
-             "gm": {"batch_real": 8, "net_updates": 1, "net_reset_every": 3, "factor": 2},
-             "eval": {"runs": 1, "epochs": 2}}
+             "gm": {"batch_real": 8, "net_updates": 1, "net_reset_every": 3, "factor": 2, "warmup_epochs": 0},
+             # the official evaluate_mtt schedule, not the IDC recipe (multistep) that method=idc lays under it
+             "eval": {"runs": 1, "epochs": 2, "schedule": "official"}}
 GRID_2X2 = {"stages.num_stages": [1, 2], "stages.ipc": [1, 2]}
 
 
