@@ -22,7 +22,8 @@ Variants:
   to every variant.
 
 Writes the JSON after every variant (config, seed, versions, precision, protocol in words,
-outer iterations run vs official, wall times), so a cut-short run keeps what finished.
+outer iterations run vs official, wall and CPU times), so a cut-short run keeps what
+finished; ``--merge A.json B.json`` joins runs made side by side into ``--out``.
 ``benchmarks/gradient_matching_gpu.py`` runs the full official budget on a GPU.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -87,7 +89,7 @@ def distill_within_budget(config: DistillConfig, data, device, budget_s: float) 
     job = prepare_stage(config, data, [], 0, device)
     initial = Stage(job.state.images.detach().cpu().clone(), job.state.labels.cpu(), None, {"factor": job.factor})
     every = max(config.gm.net_reset_every, 1)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     done = {"iterations": 0, "budget": False}
 
     def on_iteration(it: int) -> None:
@@ -103,10 +105,11 @@ def distill_within_budget(config: DistillConfig, data, device, budget_s: float) 
                           on_iteration=on_iteration, progress=False)
         except _BudgetSpent:
             done["budget"] = True
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     stage = Stage(job.state.images.detach().cpu(), job.state.labels.cpu(), None, {"factor": job.factor})
     return {"stage": stage, "initial": initial, "iterations": done["iterations"], "outer_iterations": done["iterations"] / every,
-            "networks_built": job.matcher.networks_built, "seconds": seconds, "stopped_by_budget": done["budget"],
+            "networks_built": job.matcher.networks_built, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "stopped_by_budget": done["budget"],
             "lr_img": settings.lr_img}
 
 
@@ -138,11 +141,21 @@ def run_variant(name: str, args, device) -> dict:
             "outer_iterations_run": distilled["outer_iterations"], "outer_iterations_official": OFFICIAL_OUTER[base],
             "matching_steps_run": distilled["iterations"], "matching_steps_official": config.stages.iterations,
             "networks_built": distilled["networks_built"], "distill_seconds": distilled["seconds"],
-            "stopped_by_budget": distilled["stopped_by_budget"],
+            "distill_cpu_seconds": distilled["cpu_seconds"], "stopped_by_budget": distilled["stopped_by_budget"],
             "eval_seconds": eval_seconds, "stored_images": len(stage.labels),
             "decoded_images": len(stage.training_data()[1]), "image_optimizer_lr": distilled["lr_img"],
             "protocol": protocol.describe(mode="union", num_stages=1) + "; test accuracy on the test split",
             "seed": config.seed, "config": to_dict(config)}
+
+
+def merge_reports(paths: list[str]) -> dict:
+    """One report from several runs of this script (e.g. variants run side by side): each run's header kept."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    merged = {k: v for k, v in runs[0].items() if k != "variants"}
+    merged["runs"] = [{k: v for k, v in run.items() if k != "variants"} | {"variants": list(run["variants"])}
+                      for run in runs]
+    merged["variants"] = {name: row for run in runs for name, row in run["variants"].items()}
+    return merged
 
 
 def main() -> None:
@@ -158,7 +171,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="/tmp/pdd-gm-bench")
     p.add_argument("--out", default=str(HERE / "results" / "gradient_matching.json"))
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="write --out as these result files' variants together (no run); later files win")
     args = p.parse_args()
+    if args.merge:
+        write_json(args.out, merge_reports(args.merge))
+        return
     device = resolve_device(args.device)
     report = {"benchmark": "gradient_matching", "dataset": "fashion_mnist", "ipc": 10,
               "budget_minutes_per_variant": args.budget_minutes,
