@@ -72,3 +72,15 @@ def test_buffers_recorded_before_the_step_budget_still_resume():
     stepped = load_config(DistillConfig, None, ["device=cpu", "experts.recipe.transition_epochs=null",
                                                 "experts.recipe.transition_steps=5"]).experts
     assert _recipe_record(stepped)["transition_steps"] == 5
+
+
+def test_run_fingerprints_recorded_before_the_new_settings_still_match():
+    # A run's fingerprint covers its experts section through `identity`: settings added later are
+    # invisible at their defaults (keep=all, no step budget), so runs begun earlier still resume.
+    from pdd_ray.config import to_dict
+    from pdd_ray.experts.buffer import identity
+    config = load_config(DistillConfig, None, ["device=cpu"])
+    fields = identity(to_dict(config.experts))
+    assert "keep" not in fields and "transition_steps" not in fields["recipe"]
+    kept = load_config(DistillConfig, None, ["device=cpu", "experts.keep=last"])
+    assert identity(to_dict(kept.experts)) == fields  # what is kept on disk does not change the images
