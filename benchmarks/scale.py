@@ -78,6 +78,13 @@ def _interleaved(variants: dict, repeats: int) -> dict:
     return times
 
 
+def _synced(device: str, fn) -> None:
+    """Run ``fn`` and wait for the device, so the time is the work's, not its launch's."""
+    fn()
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def _summary(seconds: list[float]) -> dict:
     return {"min_s": min(seconds), "median_s": statistics.median(seconds), "repeats": len(seconds)}
 
@@ -92,14 +99,14 @@ def fit_exponent(xs: list[float], ys: list[float]) -> float:
 # ---------------------------------------------------------------------------- unit costs
 
 
-def train_pass_cost(width: int, n: int = 2048, repeats: int = 3) -> dict:
+def train_pass_cost(width: int, n: int = 2048, repeats: int = 3, device: str = "cpu") -> dict:
     """Seconds per image pass of protocol training (batch 256, DSA), the unit of experts, checks and evaluation."""
-    images, labels = _images(n)
-    model = _model(width)
+    images, labels = (t.to(device) for t in _images(n))
+    model = _model(width).to(device)
     optimizer = make_sgd(model, 0.01)
     augment = DSA()
-    times = _interleaved({"train": lambda: train_epoch(model, images, labels, optimizer, 256, augment,
-                                                       torch.Generator().manual_seed(0))}, repeats)["train"]
+    times = _interleaved({"train": lambda: _synced(device, lambda: train_epoch(
+        model, images, labels, optimizer, 256, augment, torch.Generator().manual_seed(0)))}, repeats)["train"]
     return {**_summary(times), "images": n, "per_image_s": min(times) / n}
 
 
@@ -108,9 +115,10 @@ def _concatenating(frozen, live, index):
     return torch.cat([frozen, live])[index]
 
 
-def mtt_step_cost(width: int, unions: list[int], live: int = 2000, syn_steps: int = 4, repeats: int = 3) -> dict:
+def mtt_step_cost(width: int, unions: list[int], live: int = 2000, syn_steps: int = 4, repeats: int = 3,
+                  device: str = "cpu") -> dict:
     """Seconds per student step of one MTT contribution (memory-saving unroll, batch_syn 64) against the union."""
-    model = _model(width)
+    model = _model(width).to(device)
     layout = ParamLayout.of(model)
     rows = []
     with tempfile.TemporaryDirectory() as directory:
@@ -119,22 +127,22 @@ def mtt_step_cost(width: int, unions: list[int], live: int = 2000, syn_steps: in
         start = flatten_params(model)
         store.write_expert(0, torch.stack([start + 0.01 * k for k in range(4)]), {})
         config = MTTConfig(syn_steps=syn_steps, expert_epochs=2, max_start_epoch=1, batch_syn=64, memory_saving=True)
-        matcher = MTTMatcher(config, store, FlatForward(model), DSA())
+        matcher = MTTMatcher(config, store, FlatForward(model), DSA(), device=device)
         item = MTTWorkItem(0, 0, 1234)
         for union in unions:
-            frozen, frozen_labels = _images(union - live, seed=1)
-            images, labels = _images(live, seed=2)
+            frozen, frozen_labels = (t.to(device) for t in _images(union - live, seed=1))
+            images, labels = (t.to(device) for t in _images(live, seed=2))
             state = SyntheticState(frozen, frozen_labels, images.requires_grad_(True), labels,
                                    torch.tensor(0.01).requires_grad_(True))
 
             def after():
-                matcher.contribution(state, item)
+                _synced(device, lambda: matcher.contribution(state, item))
 
             def before():
                 original = mtt.gather_union
                 mtt.gather_union = _concatenating
                 try:
-                    matcher.contribution(state, item)
+                    _synced(device, lambda: matcher.contribution(state, item))
                 finally:
                     mtt.gather_union = original
 
@@ -305,12 +313,12 @@ def _linear(rows: list[dict], key: str):
 
 def components(args) -> dict:
     torch.set_num_threads(2)
-    width = args.width
+    width, device = args.width, args.device
     print(f"unit training cost (width {width}) ...", flush=True)
-    unit = train_pass_cost(width)
+    unit = train_pass_cost(width, device=device)
     print(f"  {unit['per_image_s'] * 1e6:.1f} us per image pass", flush=True)
     print("MTT step against the union ...", flush=True)
-    steps = mtt_step_cost(width, args.unions)
+    steps = mtt_step_cost(width, args.unions, device=device)
     for r in steps["rows"]:
         print(f"  union {r['union']:>6}: after {r['after']['per_step_s'] * 1e3:7.1f} ms/step, "
               f"before {r['before']['per_step_s'] * 1e3:7.1f} ms/step", flush=True)
@@ -328,7 +336,7 @@ def components(args) -> dict:
             for name in ("before", "after", "after_fixed_transition"):
                 c[name]["relative"] = c[name]["total_s"] / base
             model[f"{stages}x10 on {devices}"] = c
-    return {"benchmark": "scale", "width": width, "depth": DEPTH, "shape": SHAPE, "classes": CLASSES,
+    return {"benchmark": "scale", "device": device, "width": width, "depth": DEPTH, "shape": SHAPE, "classes": CLASSES,
             "precision": "float32", "threads": torch.get_num_threads(), "unit_train": unit, "mtt_step": steps,
             "validation_starts": starts, "final_eval_memory": memory, "cost_model": model,
             "cost_model_recipe": TINY, "seed": 0,
@@ -380,6 +388,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("components", help="unit costs, memory, exponents and the cost model")
     comp.add_argument("--width", type=int, default=8)
+    comp.add_argument("--device", default="cpu", help="cuda: unit costs and MTT steps on the GPU (absolute figures)")
     comp.add_argument("--unions", type=int, nargs="+", default=[4000, 12000, 36000])
     comp.add_argument("--val-stages", type=int, nargs="+", default=[2, 4, 8])
     comp.add_argument("--mem-before", type=int, nargs="+", default=[2, 4, 8])
@@ -392,7 +401,7 @@ def main() -> None:
     if args.command == "components":
         result = components(args)
         print_tables(result)
-        _merge(result, "components")
+        _merge(result, "components" if args.device == "cpu" else f"components_{args.device.split(":")[0]}")
     else:
         from benchmarks.scale_e2e import run_e2e
         result = run_e2e(args)
