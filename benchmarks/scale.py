@@ -401,7 +401,8 @@ def main() -> None:
     if args.command == "components":
         result = components(args)
         print_tables(result)
-        _merge(result, "components" if args.device == "cpu" else f"components_{args.device.split(":")[0]}")
+        kind = args.device.split(":")[0]
+        _merge(result, "components" if kind == "cpu" else f"components_{kind}")
     else:
         from benchmarks.scale_e2e import run_e2e
         result = run_e2e(args)
