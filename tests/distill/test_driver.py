@@ -67,7 +67,7 @@ def test_killed_run_resumes_to_identical_images_and_never_redoes_stages(tmp_path
 
 
 def test_matching_never_changes_the_frozen_earlier_stage(tmp_path, tiny_fashion_root, monkeypatch):
-    import pdd_ray.distill.driver as driver
+    import pdd_ray.distill.runners as driver  # the in-process runner calls the stage loop
     seen = []
     real = driver.distill_stage
 
@@ -92,7 +92,7 @@ def test_changed_config_does_not_mix_into_an_existing_run(tmp_path, tiny_fashion
 
 
 def test_without_conditioning_stage_two_ignores_stage_one(tmp_path, tiny_fashion_root, monkeypatch):
-    import pdd_ray.distill.driver as driver
+    import pdd_ray.distill.runners as driver  # the in-process runner calls the stage loop
     frozen_sizes = []
     real = driver.distill_stage
 
