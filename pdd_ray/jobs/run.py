@@ -8,7 +8,6 @@ whether distillation paid.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import torch
@@ -29,7 +28,6 @@ from pdd_ray.selection import SelectionContext, select
 from pdd_ray.train.loop import resolve_device, seed_everything
 from pdd_ray.visualize import save_accuracy_plot
 
-log = logging.getLogger(__name__)
 
 
 def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_validation=None,
@@ -83,9 +81,14 @@ def final_evaluations(config: DistillConfig, data, synset) -> dict[str, Evaluati
     """PDD's set and random real images at the same total IPC and epoch budget, both on the test split."""
     protocol = _protocol(config)
     test = (data.test.images, data.test.labels)
-    baseline = protocol.with_budget(protocol.total_epochs(len(synset.stages)))
     return {"pdd": Evaluation(protocol, synset.stages, test),
-            "random_real": Evaluation(baseline, [random_real_stage(config, data, _total_ipc(synset))], test)}
+            "random_real": Evaluation(_baseline_protocol(protocol, synset),
+                                      [random_real_stage(config, data, _total_ipc(synset))], test)}
+
+
+def _baseline_protocol(protocol: EvalProtocol, synset) -> EvalProtocol:
+    """The random baseline's protocol: one union phase as long as the PDD set's phases together."""
+    return protocol.with_budget(protocol.total_epochs(len(synset.stages)))
 
 
 def evaluate_and_report(config: DistillConfig, data, synset, device, progress: bool) -> dict:
@@ -100,7 +103,7 @@ def report(config: DistillConfig, data, synset, results: dict[str, EvalResult]) 
     pdd, random = results["pdd"], results["random_real"]
     total_ipc = _total_ipc(synset)
     pdd_epochs = protocol.total_epochs(len(synset.stages))
-    baseline = protocol.with_budget(pdd_epochs)
+    baseline = _baseline_protocol(protocol, synset)
     metrics = {"pdd": pdd.to_dict(), "random_real": random.to_dict(), "total_ipc": total_ipc,
                "random_real_ipc_capped": baseline_capped(data, total_ipc),
                "pdd_epochs": pdd_epochs, "random_real_epochs": baseline.total_epochs(1),
@@ -145,9 +148,6 @@ def warn_if_baseline_capped(config: DistillConfig, data) -> None:
     short = baseline_capped(data, total)
     if short:
         counts = torch.bincount(data.train.labels, minlength=data.num_classes)
-        log.warning("total IPC %d exceeds the training images of %d class(es) (fewest: %d): the random-real "
-                    "baseline uses all of those classes' images, so it is not an equal-IPC comparison there",
-                    total, len(short), int(counts[short].min()))
         print(f"warning: total IPC {total} > the {int(counts[short].min())} training images of some classes: "
               "the random-real baseline takes whole classes there (metrics.json: random_real_ipc_capped)",
               file=sys.stderr)
