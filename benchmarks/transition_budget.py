@@ -1,6 +1,6 @@
 """What a fixed transition budget costs: PDD + MTT on Fashion-MNIST, epochs on U_i vs a fixed number of steps.
 
-    nice -n 10 python benchmarks/transition_budget.py [--out DIR] [--steps 100 [300 ...]] [--quick]
+    nice -n 10 python benchmarks/transition_budget.py [--out DIR] [--steps 100 [300 ...]] [--keep-finished] [--quick]
 
 Every arm is the same run (the quickstart recipe at 3 stages x IPC 1, shrunk: see
 SCALE; the same stage-1 experts, the same seed) except for how long each transition expert
@@ -15,6 +15,10 @@ At this scale U_i (10-20 images) fits one batch, so the faithful arm is 1001
 steps per expert at every stage; with unions larger than a batch its cost grows
 with the union while a step budget's does not. Stage 1 (random-init experts) is
 the same in every arm, so the arms differ from stage 2 on.
+
+``--keep-finished`` keeps the arms already complete in the result file (same SCALE) and
+runs only the others; such an arm builds its own stage-1 experts from the same seed and
+recipe instead of reading the first arm's (each arm records its torch threads and date).
 
 Writes benchmarks/results/transition_budget.json: per arm the final test
 accuracy (progressive evaluation, mean ± std over the runs), per-stage
@@ -94,7 +98,23 @@ def run_arm(name: str, budget: tuple[str, int], out: Path, extra: list[str], buf
     return {"arm": name, "budget": {budget[0]: budget[1]}, "wall_seconds": wall,
             "test_accuracy": metrics["pdd"], "random_real": metrics["random_real"],
             "stages": metrics["stages"], "transition": transition_times(config),
-            "config": to_dict(config), "protocol": metrics["protocol"]}
+            "config": to_dict(config), "protocol": metrics["protocol"],
+            "torch_threads": torch.get_num_threads(), "finished": now(), "versions": versions()}
+
+
+def finished_arms() -> dict[str, dict]:
+    """The arms of the committed result file that ran at today's SCALE, by their directory name."""
+    if not RESULT.is_file():
+        return {}
+    result = json.loads(RESULT.read_text())
+    if result.get("scale") != SCALE:
+        return {}
+    return {_directory(arm["budget"]): arm for arm in result["arms"]}
+
+
+def _directory(budget: dict) -> str:
+    (kind, value), = budget.items()
+    return f"{kind}_{value}"
 
 
 def _table(arms: list[dict]) -> str:
@@ -111,6 +131,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="/tmp/pdd-transition-budget")
     p.add_argument("--steps", type=int, nargs="+", default=[100], help="fixed step budgets to compare")
+    p.add_argument("--keep-finished", action="store_true", help="keep the result file's finished arms, run the rest")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (not written to results)")
     args = p.parse_args()
     out = Path(args.out)
@@ -119,8 +140,12 @@ def main() -> None:
     budgets = [("epochs", FAITHFUL_EPOCHS)] + [("steps", n) for n in args.steps]
     began = time.perf_counter()
     arms, buffer = [], None
+    kept = finished_arms() if args.keep_finished and not args.quick else {}
     for kind, value in budgets:
         directory = f"{kind}_{value}"
+        if directory in kept:
+            arms.append(kept[directory])
+            continue
         arm = run_arm(directory, (kind, value), out, extra, buffer)
         arm["arm"] = f"{kind} {value}" + (" (faithful)" if kind == "epochs" else "")
         arms.append(arm)
