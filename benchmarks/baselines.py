@@ -19,7 +19,8 @@ import torch
 from pdd_ray.config import AugmentConfig, BaselineConfig, DataConfig, EvalConfig, ModelConfig, to_dict
 from pdd_ray.data.bundle import create_dataset
 from pdd_ray.evaluation import EvalProtocol
-from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.augment import make_augment
+from pdd_ray.models import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
 from pdd_ray.synset import Stage

@@ -55,7 +55,7 @@ from pdd_ray.distill.driver import prepare_stage
 from pdd_ray.distill.gradient_matching import DSA_ITERATIONS, IDC_NITER
 from pdd_ray.distill.stage import distill_stage
 from pdd_ray.evaluation import EvalProtocol
-from pdd_ray.jobs.common import model_factory
+from pdd_ray.models import model_factory
 from pdd_ray import synset as synset_io
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.synset import Stage

@@ -389,3 +389,8 @@ def _check_batch(x: torch.Tensor, params: DSAParams) -> None:
         raise ValueError(f"DSA draw covers {len(params)} samples but the batch has {x.shape[0]}")
     if params.image_size is not None and tuple(params.image_size) != tuple(x.shape[-2:]):
         raise ValueError(f"DSA draw was sized for {params.image_size}, images are {tuple(x.shape[-2:])}")
+
+
+def make_augment(config) -> DSA | None:
+    """DSA from a run config's augment section (``config.AugmentConfig``), or None when it is switched off."""
+    return DSA(DSAConfig(config.strategy, config.mode)) if config.dsa else None

@@ -37,7 +37,7 @@ from pdd_ray.distill.validation import ProgressiveValidator, StartCache
 from pdd_ray.errors import UserError
 from pdd_ray.experts.buffer import identity as experts_identity
 from pdd_ray.evaluation import EvalProtocol
-from pdd_ray.jobs.common import model_factory
+from pdd_ray.models import model_factory
 from pdd_ray.storage import is_uri
 from pdd_ray.visualize import save_image_grid
 

@@ -19,9 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pdd_ray import synset as synset_io
+from pdd_ray.augment import make_augment
 from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, check_device, to_dict
 from pdd_ray.errors import UserError
 from pdd_ray.experts.train import ExpertRecipe, train_expert
+from pdd_ray.models import model_factory
 from pdd_ray.selection.forgetting import save_scores
 from pdd_ray.storage import is_uri, prepare_output_dir, upload_directory
 
@@ -115,7 +117,6 @@ def maybe_fail_once(out: str, expert_id: int) -> None:
 
 def _expert_task(expert_id, config, num_classes, train, test, transition, start, progress, threads):
     """Body of one Ray task (kept module-level so Ray can ship it)."""
-    from pdd_ray.jobs.common import make_augment, model_factory
     from pdd_ray.train.loop import resolve_device
 
     torch.set_num_threads(threads)
@@ -296,7 +297,6 @@ def _aggregate_forgetting(config, store, data) -> None:
 
 
 def _layout(config, data):
-    from pdd_ray.jobs.common import model_factory
     from pdd_ray.models.functional import ParamLayout
     return ParamLayout.of(model_factory(config.model, data.image_shape, data.num_classes, torch.device("cpu"))())
 

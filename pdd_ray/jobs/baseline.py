@@ -9,7 +9,8 @@ import torch
 from pdd_ray import synset as synset_io
 from pdd_ray.config import BaselineConfig, to_dict
 from pdd_ray.data.bundle import create_dataset
-from pdd_ray.jobs.common import make_augment, model_factory
+from pdd_ray.augment import make_augment
+from pdd_ray.models import model_factory
 from pdd_ray.jobs.evaluate import EvaluateConfig, describe, record_result, run_protocol
 from pdd_ray.selection import SelectionContext, save_scores, select
 from pdd_ray.train.loop import resolve_device, seed_everything

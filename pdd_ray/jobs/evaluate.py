@@ -10,7 +10,7 @@ from pdd_ray import synset as synset_io
 from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, from_dict, to_dict
 from pdd_ray.data.registry import load_raw
 from pdd_ray.evaluation import EvalProtocol, EvalResult
-from pdd_ray.jobs.common import model_factory
+from pdd_ray.models import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.train.loop import resolve_device
 

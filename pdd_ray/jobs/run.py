@@ -22,7 +22,7 @@ from pdd_ray.distill.run_dir import RunDir
 from pdd_ray.distill.runners import create_stage_runner
 from pdd_ray.evaluation import EvalProtocol, EvalResult
 from pdd_ray.evaluation.runner import Evaluation, InProcessRunner
-from pdd_ray.jobs.common import model_factory
+from pdd_ray.models import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
 from pdd_ray.train.loop import resolve_device, seed_everything

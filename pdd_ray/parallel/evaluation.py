@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pdd_ray.evaluation.protocol import EvalResult
 from pdd_ray.evaluation.runner import Evaluation, evaluate_one_run
+from pdd_ray.models import model_factory
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,6 @@ class ModelSpec:
     num_classes: int
 
     def factory(self, device):
-        from pdd_ray.jobs.common import model_factory
         return model_factory(self.model, self.image_shape, self.num_classes, device)
 
 

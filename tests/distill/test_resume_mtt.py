@@ -8,7 +8,7 @@ from pdd_ray.config import DataConfig, ModelConfig, load_config
 from pdd_ray.data.bundle import create_dataset
 from pdd_ray.distill.config import DistillConfig
 from pdd_ray.experts.train import ExpertRecipe, train_expert
-from pdd_ray.jobs.common import model_factory
+from pdd_ray.models import model_factory
 from pdd_ray.jobs.run import run_pdd
 from pdd_ray.models import ParamLayout
 from pdd_ray.trajectories import TrajectoryStore

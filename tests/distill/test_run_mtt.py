@@ -47,7 +47,7 @@ def test_stage_two_experts_continue_the_chain_from_stage_one(tmp_path, tiny_fash
     from pdd_ray.distill.config import DistillConfig
     from pdd_ray.distill.transitions import experts_config
     from pdd_ray.experts.train import transition_init
-    from pdd_ray.jobs.common import model_factory
+    from pdd_ray.models import model_factory
     from pdd_ray.models import flatten_params
     from pdd_ray.models.functional import load_flat_
 

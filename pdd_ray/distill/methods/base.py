@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from pdd_ray.augment import make_augment
+
 # Every ``config`` below is the run's ``DistillConfig`` and ``data`` its ``DataBundle``; they are not
 # imported here because the config module imports this registry to lay presets under the user's keys.
 
@@ -70,7 +72,6 @@ class BaseMethod:
 
     def augment(self, config):
         """The differentiable augmentation used while matching (None: none)."""
-        from pdd_ray.jobs.common import make_augment
         return make_augment(config.augment)
 
     def check(self, config) -> None:

@@ -25,6 +25,7 @@ from pdd_ray.distill.gradient_matching import PRESETS
 from pdd_ray.distill.methods.base import BaseMethod, MatcherContext
 from pdd_ray.distill.methods.registry import METHODS
 from pdd_ray.errors import UserError
+from pdd_ray.models import model_factory
 
 # IDC's evaluation (evaluate_idc.py / train.py) and its networks' DSA: batch 64, MultiStepLR x0.2 at
 # 2/3 and 5/6, lr 0.01, CutMix p 0.5 (argument.py mix_p for CIFAR / (Fashion-)MNIST), DSA without
@@ -77,7 +78,6 @@ class GradientMatchingMethod(BaseMethod):
 
     def build_matcher(self, ctx: MatcherContext):
         from pdd_ray.distill.gradient_matching import GradientMatcher
-        from pdd_ray.jobs.common import model_factory
         config, data = ctx.config, ctx.data
         make_model = model_factory(config.model, data.image_shape, data.num_classes, ctx.device)
         real = data.train if ctx.allowed is None else data.train.subset(ctx.allowed)  # the stage's partition

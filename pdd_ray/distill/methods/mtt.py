@@ -5,6 +5,7 @@ from __future__ import annotations
 from pdd_ray.distill.methods.base import BaseMethod, MatcherContext
 from pdd_ray.distill.methods.registry import METHODS
 from pdd_ray.errors import UserError
+from pdd_ray.models import model_factory
 
 
 class MTT(BaseMethod):
@@ -65,7 +66,6 @@ class MTT(BaseMethod):
     def build_matcher(self, ctx: MatcherContext):
         from pdd_ray.distill.mtt import MTTMatcher
         from pdd_ray.distill.transitions import expert_dir
-        from pdd_ray.jobs.common import model_factory
         from pdd_ray.models import FlatForward
         from pdd_ray.trajectories import TrajectoryStore
         config, data = ctx.config, ctx.data
