@@ -167,6 +167,12 @@ def _write(arms: list[dict], began: float, complete: bool) -> None:
                         "seed": arms[0]["config"]["seed"],
                         "precision": f"float32 on CPU ({torch.get_num_threads()} torch threads)",
                         "evaluation_protocol": arms[0]["protocol"], "total_seconds": time.perf_counter() - began,
+                        "arm_seconds": sum(arm["wall_seconds"] for arm in arms),
+                        "note": ("accuracies compare across arms (same seed, recipe and stage-1 experts up to "
+                                 "float rounding: see each arm's stage 1); wall and transition seconds compare "
+                                 "only between arms run in one session at one load (each arm records its "
+                                 "finished date and torch threads). Steps per transition expert and stage: "
+                                 "faithful 1001 x ceil(|U_i| / 256), steps N: N."),
                         "cpu_cores": os.cpu_count(), "versions": versions(), "created": now()})
 
 
