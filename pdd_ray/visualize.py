@@ -39,8 +39,12 @@ def save_image_grid(pixels: torch.Tensor, labels: torch.Tensor, path: str | Path
 
 
 def save_accuracy_plot(curves: dict[str, list[float]], path: str | Path, xlabel: str = "stage",
-                       title: str = "", errors: dict[str, list[float]] | None = None) -> Path:
-    """Accuracy (%) against stage (or any step), one line per named curve."""
+                       title: str = "", errors: dict[str, list[float]] | None = None,
+                       metadata: dict[str, str] | None = None) -> Path:
+    """Accuracy (%) against stage (or any step), one line per named curve.
+
+    ``metadata``: PNG text chunks (config, seed, versions, protocol) carried by the file itself.
+    """
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, ys in curves.items():
         xs = list(range(1, len(ys) + 1))
@@ -52,11 +56,11 @@ def save_accuracy_plot(curves: dict[str, list[float]], path: str | Path, xlabel:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return _save(fig, path, metadata)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata=metadata))
     plt.close(fig)
     return out
