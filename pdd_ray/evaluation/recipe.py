@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pdd_ray.augment import make_augment
 from pdd_ray.evaluation.protocol import (DEFAULT_LR, LR_DECAY, MULTISTEP_GAMMA, EvalResult, Phase, epochs_run,
                                          epochs_setting, evaluate_synthetic, first_decayed_epoch,
                                          multistep_milestones, phase_count, phases_for, train_on_phases)
@@ -51,10 +52,7 @@ class EvalProtocol:
     @classmethod
     def from_config(cls, eval, augment=None, arch: str = "network") -> "EvalProtocol":
         """From an ``EvalConfig`` and an ``AugmentConfig`` (DSA off when ``augment`` is None or ``dsa`` false)."""
-        dsa = None
-        if augment is not None and augment.dsa:
-            from pdd_ray.augment.dsa import DSA, DSAConfig
-            dsa = DSA(DSAConfig(augment.strategy, augment.mode))
+        dsa = make_augment(augment) if augment is not None else None
         return cls(mode=eval.mode, runs=eval.runs, epochs=eval.epochs, schedule=eval.schedule,
                    batch_size=eval.batch_size, lr=eval.lr, momentum=eval.momentum, weight_decay=eval.weight_decay,
                    seed=eval.seed, augment=dsa, arch=arch, cutmix=float(getattr(eval, "cutmix", 0.0)),
