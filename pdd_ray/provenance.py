@@ -23,6 +23,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp makes 0600 (and some writers recreate the file): teammates on a shared filesystem could not read
+        os.chmod(tmp, 0o666 & ~current_umask())
         with open(tmp, "rb") as handle:  # data on disk before the rename makes it visible
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -31,6 +33,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS shows it (``os.umask`` sets as it reads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:
