@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from pdd_ray.data.splits import RawSplit
 from pdd_ray.errors import UserError
+from pdd_ray.progress import progress_bar
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 # Below this many files decoding is instant and a progress bar is only noise.
@@ -75,7 +75,8 @@ def decode_images(
     # PIL releases the GIL while decoding, so threads give a real speed-up.
     with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
         jobs = pool.map(fill, range(1, len(paths)))
-        for _ in tqdm(jobs, total=len(paths) - 1, desc=desc, disable=len(paths) < PROGRESS_MIN_FILES, leave=False):
+        for _ in progress_bar(jobs, total=len(paths) - 1, desc=desc, unit="file",
+                              disable=len(paths) < PROGRESS_MIN_FILES, leave=False):
             pass
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 

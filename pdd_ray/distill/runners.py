@@ -7,8 +7,8 @@ validator, settings, fingerprint) and hands it to a runner:
     RayTrainStageRunner    the same loop on ``parallel.workers`` Ray Train workers
                            (``pdd_ray.parallel.trainer``), each assembling the stage itself
 
-Both deliver the same hooks: ``StageHooks.on_iteration(it)`` and
-``on_validation(it, accuracy)`` (Ray Train's come from rank 0 through a Ray queue,
+Both deliver the same hooks: ``StageHooks.on_iteration(it)``, ``on_step(it, values)``
+and ``on_validation(it, accuracy)`` (Ray Train's come from rank 0 through a Ray queue,
 a moment later). The job chooses the runner (``create_stage_runner``); the driver
 never imports ``parallel/`` and ``parallel/`` never imports the driver.
 """
@@ -30,6 +30,8 @@ class StageHooks:
 
     on_iteration: Callable[[int], None] | None = None
     on_validation: Callable[[int, float], None] | None = None
+    # After each iteration: {"loss", "lr" (None: not learned), "skipped_nonfinite" (so far)}.
+    on_step: Callable[[int, dict], None] | None = None
 
 
 class InProcessStageRunner:
@@ -44,7 +46,8 @@ class InProcessStageRunner:
         with _ray_for_checks(config):
             return distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
                                  hooks.on_iteration, progress, desc=f"stage {index + 1}/{config.stages.num_stages}",
-                                 fingerprint=job.fingerprint, on_validation=hooks.on_validation)
+                                 fingerprint=job.fingerprint, on_validation=hooks.on_validation,
+                                 on_step=hooks.on_step)
 
 
 class RayTrainStageRunner:

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from pdd_ray.distill.base import SyntheticState, combine
 from pdd_ray.distill.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
 from pdd_ray.errors import UserError
 from pdd_ray.parallel.comm import LocalComm, all_reduce_contribution, zero_contribution
+from pdd_ray.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,14 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
                   desc: str = "stage", fingerprint: str = "",
                   on_validation: Callable[[int, float], None] | None = None, comm: LocalComm | None = None,
                   resume_from: Path | None = None,
-                  on_checkpoint: Callable[[int, Path], None] | None = None) -> StageOutcome:
+                  on_checkpoint: Callable[[int, Path], None] | None = None,
+                  on_step: Callable[[int, dict], None] | None = None) -> StageOutcome:
     """Run (or resume) one stage and return its best iterate by validation accuracy.
 
     ``on_iteration(it)`` is called after every iteration, ``on_validation(it, accuracy)``
     after every validation check (what a Tune scheduler watches), ``on_checkpoint(it, path)``
-    on every worker after rank 0 wrote a checkpoint. ``resume_from`` (default
+    on every worker after rank 0 wrote a checkpoint, ``on_step(it, values)`` after every iteration
+    with its matching loss, learned lr and skipped-update count (what trackers log). ``resume_from`` (default
     ``checkpoint_path``) is the checkpoint to continue from, if it exists.
     """
     comm = comm or LocalComm()
@@ -106,7 +108,8 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
         _collect(loop, on_validation, wait=True, validate=validate)
     if loop.iteration == 0 and not loop.history and not loop.pending:
         _validate(state, validate, loop, 0, on_validation, comm)
-    bar = tqdm(total=settings.iterations, initial=loop.iteration, desc=desc, disable=not progress or comm.rank != 0)
+    bar = progress_bar(total=settings.iterations, initial=loop.iteration, desc=desc,
+                       disable=not progress or comm.rank != 0)
     while loop.iteration < settings.iterations:
         loss = _step(state, matcher, opt_img, opt_lr, generator, loop, settings, comm)
         loop.iteration += 1
@@ -120,9 +123,11 @@ def distill_stage(state: SyntheticState, matcher, settings: StageSettings,
                 _save(checkpoint_path, state, matcher, opt_img, opt_lr, generator, loop, fingerprint)
             if on_checkpoint is not None:
                 on_checkpoint(it, checkpoint_path)
-        bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", best_val=f"{loop.best[3]:.3f}",
                         lr=f"{_lr_value(state):.2e}" if state.lr is not None else "-")
+        bar.update(1)
+        if on_step is not None:
+            on_step(it, {"loss": loss, "lr": _lr_value(state), "skipped_nonfinite": loop.skipped})
         if on_iteration is not None:
             on_iteration(it)
     _collect(loop, on_validation, wait=True)  # a resumed, already finished stage may still hold some

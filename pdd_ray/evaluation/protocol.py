@@ -40,8 +40,8 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from pdd_ray.progress import progress_bar
 from pdd_ray.train.loop import accuracy, make_sgd, train_epoch
 
 DEFAULT_LR = 0.01  # protocol lr when a stage carries no learned lr
@@ -155,8 +155,8 @@ def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 
     if optimizer is None:
         optimizer = make_optimizer(model, phases[0].lr if phases else DEFAULT_LR, momentum, weight_decay)
     device = next(model.parameters()).device
-    bar = tqdm(total=sum(epochs_run(p.epochs, schedule) for p in phases), desc="train", disable=not progress,
-               leave=False)
+    bar = progress_bar(total=sum(epochs_run(p.epochs, schedule) for p in phases), desc="train", unit="epoch",
+                       disable=not progress, leave=False)
     for k, phase in enumerate(phases):
         images, labels = phase.images.to(device), phase.labels.to(device)
         for group in optimizer.param_groups:  # the reference's fresh SGD per phase, its state kept
@@ -237,7 +237,7 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
     """
     result = EvalResult(mode, checkpoints=checkpoints)
     phases = phases_for(stages, mode, epochs, lr, device)
-    for run in tqdm(range(runs), desc=f"evaluate ({mode})", disable=not progress):
+    for run in progress_bar(range(runs), desc=f"evaluate ({mode})", unit="run", disable=not progress):
         best: list[float] = []
         result.per_run.append(evaluate_run(phases, test, make_model, seed + run, batch_size=batch_size,
                                            momentum=momentum, weight_decay=weight_decay, augment=augment,

@@ -1,0 +1,103 @@
+"""Progress output: a bar on a terminal, a few whole lines elsewhere; --quiet / --log-level."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from pdd_ray.errors import UserError
+from pdd_ray.progress import (INTERVAL_ENV, LOG_LEVEL_ENV, PROGRESS_ENV, LineProgress, configure_output, progress_bar,
+                              progress_mode, summary)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def default_environment(monkeypatch):
+    for name in (PROGRESS_ENV, INTERVAL_ENV, LOG_LEVEL_ENV):
+        monkeypatch.setenv(name, "")  # so that what configure_output sets is undone after the test
+        monkeypatch.delenv(name)
+
+
+def test_a_file_gets_lines_and_a_terminal_gets_a_bar():
+    assert progress_mode(io.StringIO()) == "lines"
+    assert progress_mode(Terminal()) == "bar"
+    assert isinstance(progress_bar(total=3, stream=io.StringIO()), LineProgress)
+    assert not isinstance(progress_bar(total=3, stream=Terminal()), LineProgress)
+
+
+def test_the_environment_overrides_the_choice(monkeypatch):
+    monkeypatch.setenv(PROGRESS_ENV, "lines")
+    assert progress_mode(Terminal()) == "lines"
+    monkeypatch.setenv(PROGRESS_ENV, "off")
+    out = io.StringIO()
+    bar = progress_bar(total=3, stream=out)
+    bar.update(3)
+    bar.close()
+    assert out.getvalue() == ""
+
+
+def test_lines_come_at_most_once_per_interval_then_one_final_line():
+    clock, out = FakeClock(), io.StringIO()
+    bar = LineProgress(total=1000, desc="stage 1/2", unit="it", stream=out, interval=30, clock=clock)
+    for _ in range(1000):
+        clock.now += 0.1  # 100 s in all: lines at 30, 60, 90 s
+        bar.set_postfix(loss="0.5000")
+        bar.update(1)
+    bar.close()
+    bar.close()  # closing twice prints nothing more
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4
+    assert "\r" not in out.getvalue()
+    assert lines[-1].startswith("stage 1/2: 1000/1000 it (100%)") and lines[-1].endswith("loss=0.5000")
+
+
+def test_short_nested_work_left_out_stays_silent():
+    clock, out = FakeClock(), io.StringIO()
+    with LineProgress(total=5, stream=out, leave=False, clock=clock) as bar:
+        bar.update(5)
+    assert out.getvalue() == ""
+
+
+def test_iterating_counts_every_item():
+    out = io.StringIO()
+    seen = list(progress_bar(range(4), desc="runs", unit="run", stream=out))
+    assert seen == [0, 1, 2, 3]
+    assert out.getvalue().strip().startswith("runs: 4/4 run (100%)")
+
+
+def test_configure_output_sets_the_level_and_quiet_turns_progress_off(monkeypatch, capsys):
+    logger = logging.getLogger("pdd_ray")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "level", logger.level)
+    configure_output(quiet=False, level="info")
+    summary("stage 1/1 done")
+    assert capsys.readouterr().err == "stage 1/1 done\n"
+    configure_output(quiet=True, level="info")
+    summary("hidden")
+    assert capsys.readouterr().err == ""
+    assert progress_mode(Terminal()) == "off"
+    assert len(logger.handlers) == 1  # configured twice, one handler
+
+
+def test_a_bad_level_or_environment_value_is_one_line(monkeypatch):
+    with pytest.raises(UserError, match="--log-level must be one of"):
+        configure_output(level="loud")
+    monkeypatch.setenv(PROGRESS_ENV, "sometimes")
+    with pytest.raises(UserError, match=PROGRESS_ENV):
+        configure_output()
