@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
+import yaml
 
+from pdd_ray.config import parse_override, set_dotted
 from pdd_ray.errors import UserError
 from pdd_ray.progress import (INTERVAL_ENV, LOG_LEVEL_ENV, PROGRESS_ENV, LineProgress, configure_output, progress_bar,
                               progress_mode, summary)
+from tests.distill.test_driver import TINY
 
 
 class FakeClock:
@@ -101,3 +107,23 @@ def test_a_bad_level_or_environment_value_is_one_line(monkeypatch):
     monkeypatch.setenv(PROGRESS_ENV, "sometimes")
     with pytest.raises(UserError, match=PROGRESS_ENV):
         configure_output()
+
+
+@pytest.mark.slow
+def test_a_cli_run_logged_to_a_file_has_whole_lines_only(tmp_path, tiny_fashion_root):
+    data: dict = {}
+    for item in [*TINY, f"data.root={tiny_fashion_root}", f"out={tmp_path / 'run'}"]:
+        set_dotted(data, *parse_override(item))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k not in (PROGRESS_ENV, INTERVAL_ENV)}
+    log = tmp_path / "job.log"
+    with open(log, "w") as handle:  # what a Ray job log or CI sees: not a terminal
+        done = subprocess.run([sys.executable, "-m", "pdd_ray", "run", "--config", str(config)], stdout=handle,
+                              stderr=subprocess.STDOUT, env=env, timeout=600)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) <= 40 and max(len(line) for line in lines) < 300, text
+    assert any(line.startswith("stage 2/2: 4/4 it (100%)") for line in lines), text
