@@ -176,6 +176,7 @@ def cmd_run(args) -> int:
     config = load_config(DistillConfig, args.config, _overrides(args, RUN_FLAGS))
     summary = run_pdd(config)
     print(f"{summary['stages']} stage(s) in {summary['synthetic']}")
+    diverged = summary.get("diverged")
     if "metrics" in summary:
         m = summary["metrics"]
         pdd, rnd = m["pdd"], m["random_real"]
@@ -185,6 +186,11 @@ def cmd_run(args) -> int:
         print(f"{'random real images':<28} {m['total_ipc']:>9} {m.get('random_real_epochs', '-'):>7} "
               f"{100 * rnd['mean']:>12.2f} ± {100 * rnd['std']:.2f}")
         print(f"report: {config.out}/report.md")
+    if diverged:
+        from pdd_ray.distill.divergence import EXIT_DIVERGED
+        print(f"pdd-ray {args.command}: diverged: {diverged[0]} (all signs in metrics.json); lower the step sizes "
+              "(mtt.lr_img, mtt.lr_teacher, gm.lr_img) and run into a new out=", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
 
 
@@ -255,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [item for item in extra if item not in args.overrides or args.command not in TAKES_OVERRIDES]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    from pdd_ray.cluster import command_scope
     try:
-        return COMMANDS[args.command](args)
+        with command_scope():  # one Ray per command, however many stages ask for it
+            return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"pdd-ray {args.command}: error: {exc}", file=sys.stderr)
         return 2

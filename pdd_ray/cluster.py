@@ -9,6 +9,13 @@ only ``ray job submit`` uses (a submitted job gets ``RAY_ADDRESS`` from Ray).
 
 Before ``ray.init`` the address gets a TCP check with a short timeout,
 because ``ray.init`` itself keeps retrying an unreachable head for minutes.
+
+A local Ray is private to the command: every process of it (GCS, raylet,
+workers, agents) listens on 127.0.0.1 only, token authentication stays as Ray
+sets it (on, unless ``RAY_AUTH_MODE=disabled``), and Ray's notice that it
+turned token authentication on is not shown. Inside ``command_scope()`` (the
+CLI runs every command in one) the first ``ray_session`` starts Ray and later
+ones reuse it: one Ray per command, not one per stage.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import logging
 import os
 import socket
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit
 
 from pdd_ray.errors import UserError
@@ -27,6 +34,22 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 # More than gRPC's 24-byte connection preface, so a GCS rejects it at once instead of waiting for more.
 _HTTP_PROBE = b"HEAD / HTTP/1.0\r\nHost: pdd-ray\r\n\r\n"
+# Ray's switch that makes a node use the loopback address (meant for single-machine Windows/macOS use):
+# with it every server of the local instance binds 127.0.0.1 instead of all interfaces.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_scope: ExitStack | None = None  # set by command_scope(): Ray started in it lives until the command ends
+
+
+@contextmanager
+def command_scope():
+    """The span of one command: a Ray that a ``ray_session`` starts in it is stopped only at the end."""
+    global _scope
+    outer, _scope = _scope, ExitStack()
+    try:
+        with _scope:
+            yield
+    finally:
+        _scope = outer
 
 
 @contextmanager
@@ -47,13 +70,45 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         context = _init(ray, address=address, log_to_driver=True)
         _announce(f"joined the Ray cluster at {checked}: {describe_cluster(context)}")
     else:
-        # "local": a fresh Ray even where `ray start` ran (ray.init() would quietly join that cluster)
-        context = _init(ray, address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-        _announce(f"started a local Ray: {describe_cluster(context)}")
+        context = _start_local(ray, num_cpus)
+        _announce(f"started a local Ray on 127.0.0.1: {describe_cluster(context)}")
+    if _scope is not None:
+        _scope.callback(ray.shutdown)  # kept for the rest of the command
+        yield
+        return
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _start_local(ray, num_cpus: int | None):
+    """A fresh local Ray on loopback only ("local": even where `ray start` ran, which ray.init() would join)."""
+    from ray._private import ray_constants
+
+    previous = os.environ.get(LOOPBACK_ENV)
+    os.environ[LOOPBACK_ENV] = "0"  # for Ray's own processes, which read it at start
+    was, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False  # read when Ray was imported
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _DropTokenNotice()
+    auth_log.addFilter(notice)
+    try:
+        return _init(ray, address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                     _node_ip_address="127.0.0.1")
+    finally:
+        auth_log.removeFilter(notice)
+        ray_constants.ENABLE_RAY_CLUSTER = was
+        if previous is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = previous
+
+
+class _DropTokenNotice(logging.Filter):
+    """Drops Ray's "token authentication is enabled" notice: for a private loopback instance it is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
 
 
 def resolve_address(address: str | None = None) -> str | None:
@@ -148,6 +203,22 @@ def describe_cluster(context=None) -> str:
     resources = ray.cluster_resources()
     dashboard = getattr(context, "dashboard_url", None)  # ray.init's RayContext; Ray Client has none
     return format_cluster(nodes, resources.get("CPU", 0), resources.get("GPU", 0), dashboard)
+
+
+def check_fits(cpus: tuple[str, float], gpus: tuple[str, float] = ("", 0.0)) -> None:
+    """Refuse a task no alive node can ever place (Ray would wait for it forever), naming the setting and limit.
+
+    ``cpus`` / ``gpus``: (the setting's name, what one task asks for).
+    """
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for resource, (key, need) in (("CPU", cpus), ("GPU", gpus)):
+        most = max((r.get(resource, 0) for r in nodes), default=0)
+        if need > most:
+            has = f"{most:g} {resource}s" if most else f"no {resource}"
+            raise UserError(f"{key}={need:g} asks for {need:g} {resource}(s) per task, but the largest node of the "
+                            f"Ray cluster has {has}: set {key} <= {most:g} or use a cluster with more")
 
 
 def format_cluster(nodes: int, cpus: float, gpus: float, dashboard: str | None = None) -> str:

@@ -7,6 +7,7 @@ a bad value costs the user one line of error, not a half-finished run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,12 +54,19 @@ class ModelConfig:
     act: str = "relu"
     pool: str = "avgpool"
 
+    # Far above the paper's nets (width 128, depth 3-5); a width of 1e9 would ask for exabytes.
+    MAX_WIDTH = 4096
+    MAX_DEPTH = 16
+
     def validate(self) -> None:
         from pdd_ray.models import MODELS
         from pdd_ray.models.norm import NORMS
         MODELS.get(self.arch)
         _check(self.width >= 1, f"model.width must be >= 1, got {self.width}")
+        _check(self.width <= self.MAX_WIDTH, f"model.width must be <= {self.MAX_WIDTH}, got {self.width}")
         _check(self.depth is None or self.depth >= 1, f"model.depth must be >= 1, got {self.depth}")
+        _check(self.depth is None or self.depth <= self.MAX_DEPTH,
+               f"model.depth must be <= {self.MAX_DEPTH}, got {self.depth}")
         _check(self.norm in NORMS, f"model.norm must be one of {', '.join(NORMS)}, got '{self.norm}'")
 
     def kwargs(self) -> dict:
@@ -109,8 +117,12 @@ class EvalConfig:
     cutmix: float = 0.0  # probability a training batch is CutMix-ed (IDC's evaluation: 0.5 with schedule multistep)
     report_best_of: int = 0  # > 0: also report the best test accuracy over N checkpoints per phase (test-selected)
 
+    MAX_RUNS = 1000
+    MAX_EPOCHS = 100_000
+
     def validate(self) -> None:
         _check(self.runs >= 1, f"eval.runs must be >= 1, got {self.runs}")
+        _check(self.runs <= self.MAX_RUNS, f"eval.runs must be <= {self.MAX_RUNS}, got {self.runs}")
         _check(self.executor in ("process", "ray"), f"eval.executor must be process or ray, got '{self.executor}'")
         _check(self.cpus_per_run > 0 and self.gpus_per_run >= 0,
                f"eval.cpus_per_run must be > 0 and eval.gpus_per_run >= 0, got {self.cpus_per_run}, "
@@ -120,6 +132,7 @@ class EvalConfig:
         _check(not isinstance(self.cutmix, bool) and isinstance(self.cutmix, (int, float))
                and 0.0 <= self.cutmix <= 1.0, f"eval.cutmix must be a probability in [0, 1], got {self.cutmix!r}")
         _check(self.epochs >= 1, f"eval.epochs must be >= 1, got {self.epochs}")
+        _check(self.epochs <= self.MAX_EPOCHS, f"eval.epochs must be <= {self.MAX_EPOCHS}, got {self.epochs}")
         _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr is None or self.lr > 0, f"eval.lr must be > 0, got {self.lr}")
         _check(self.mode in EVAL_MODES, f"eval.mode must be one of {', '.join(EVAL_MODES)}, got '{self.mode}'")
@@ -197,7 +210,11 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a text file (not UTF-8); give a YAML file") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -267,19 +284,24 @@ def _coerce(hint, value, where: str):
         return origin(_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict or hint is Any or hint is dict:
         return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        # YAML 1.1 reads "1e-5" (no dot) as a string; users write lr_lr: 1e-5 all the time.
-        try:
-            return float(value)
-        except ValueError:
-            raise UserError(f"'{where}' must be float, got {value!r}") from None
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return _finite(value, where)
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise UserError(f"'{where}' must be {hint.__name__}, got {value!r}")
     return value
+
+
+def _finite(value, where: str) -> float:
+    """``value`` as a finite float: no setting means anything at inf or nan (they pass every ``> 0`` check)."""
+    try:
+        number = float(value)  # YAML 1.1 reads "1e-5" (no dot) as a string; users write lr_lr: 1e-5 all the time
+    except (ValueError, OverflowError):
+        raise UserError(f"'{where}' must be float, got {value!r}") from None
+    if not math.isfinite(number):
+        raise UserError(f"'{where}' must be a finite number, got {value!r}")
+    return number
 
 
 def merge_under(defaults: dict, data: dict) -> dict:

@@ -19,6 +19,8 @@ from safetensors.torch import load_file, save_file
 from pdd_ray.data.preprocess import Preprocessor
 from pdd_ray.errors import UserError
 from pdd_ray.provenance import atomic_write, now, read_manifest_file, versions, write_json
+from pdd_ray.synset_checks import check_manifest, check_preprocess, check_stage_tensors
+from pdd_ray.untrusted import member_file
 
 FORMAT = "pdd-ray/synthetic-set"
 FORMAT_VERSION = 1
@@ -103,13 +105,20 @@ def read_manifest(directory: str | Path) -> dict:
 
 
 def load(directory: str | Path) -> SyntheticSet:
-    """Read a synthetic set written by ``save``."""
+    """Read a synthetic set written by ``save`` (or by anyone: every file and tensor is checked first)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    pre = Preprocessor.from_tensors(_load_tensors(directory / manifest["preprocessing"]["file"]))
+    check_manifest(manifest, directory)
+    preprocessing = manifest.get("preprocessing") if isinstance(manifest.get("preprocessing"), dict) else {}
+    path = member_file(directory, preprocessing.get("file"), "the preprocessing file")
+    tensors = _load_tensors(path)
+    check_preprocess(tensors, manifest, path)
+    pre = Preprocessor.from_tensors(tensors)
     stages = []
     for entry in manifest["stages"]:
-        tensors = _load_tensors(directory / entry["file"])
+        path = member_file(directory, entry.get("file"), "a stage file")
+        tensors = _load_tensors(path)
+        check_stage_tensors(tensors, entry, manifest, path)
         info = {k: v for k, v in entry.items() if k not in ("file", "count", "ipc", "lr")}
         stages.append(Stage(tensors["images"], tensors["labels"], entry.get("lr"), info))
     return SyntheticSet(manifest["dataset"], manifest["num_classes"], tuple(manifest["class_names"]), pre,

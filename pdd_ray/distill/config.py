@@ -13,6 +13,10 @@ from pdd_ray.experts.buffer import ExpertsConfig
 from pdd_ray.parallel.config import ParallelConfig
 
 VALIDATION_STARTS = ("progressive", "scratch")
+# Upper limits, far above any published setting (IPC 50 x 5 stages, 5000 iterations): a typo such as
+# stages.ipc=1000000 ends in one line before any compute. The data sets a tighter limit on the IPC
+# (a class's training images), checked once the data is loaded (``driver.check_data_fits``).
+LIMITS = {"num_stages": 1000, "ipc": 10_000, "iterations": 10_000_000, "val_nets": 1000, "eval_epochs": 100_000}
 
 
 @dataclass
@@ -41,6 +45,8 @@ class StagesConfig:
         for name in ("num_stages", "ipc", "iterations", "eval_every", "eval_epochs", "val_nets", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"stages.{name} must be >= 1, got {getattr(self, name)}")
+            if getattr(self, name) > LIMITS.get(name, getattr(self, name)):
+                raise UserError(f"stages.{name} must be <= {LIMITS[name]}, got {getattr(self, name)}")
         if self.lr_min <= 0:
             raise UserError(f"stages.lr_min must be > 0, got {self.lr_min}")
         if self.validation_start not in VALIDATION_STARTS:

@@ -89,11 +89,10 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
     ``on_validation(stage, it, val_accuracy)``. ``runner``: who executes a stage
     (``pdd_ray.distill.runners``; default: what ``parallel.workers`` asks for).
     """
-    if len(data.val) < data.num_classes:
-        raise UserError(f"the validation split has {len(data.val)} images for {data.num_classes} classes; "
-                        "raise data.val_size")
+    check_data_fits(config, data)
     runner = runner or create_stage_runner(config)
     synset = load_or_start(config, data)
+    rebuild_pictures(config, data, synset)  # a crash between a stage and its grid must not lose the grid
     if config.parallel.workers > 1:
         from pdd_ray.parallel.trainer import check_before_compute
         check_before_compute(config)  # not after minutes of expert training
@@ -105,10 +104,37 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
         synset.stages.append(stage)
         paths = RunDir.of(config)
         synset_io.save(synset, paths.synthetic)  # stage files first, manifest last
-        pixels, labels = stage.training_data()
-        save_image_grid(data.preprocessor.inverse(pixels), labels, paths.stage_picture(index), data.class_names,
-                        title=f"stage {index + 1}: {config.method}, ipc {config.stages.ipc}")
+        save_stage_picture(config, data, stage, index)
     return synset
+
+
+def check_data_fits(config: DistillConfig, data: DataBundle) -> None:
+    """Refuse, before any compute, a stage that needs more real images per class than a class has."""
+    if len(data.val) < data.num_classes:
+        raise UserError(f"the validation split has {len(data.val)} images for {data.num_classes} classes; "
+                        "raise data.val_size")
+    factor = config.base.factor(config)
+    per_class = torch.bincount(data.train.labels, minlength=data.num_classes)
+    need = config.stages.ipc * factor * factor  # a multi-formation image starts from factor² real ones
+    if need > int(per_class.min()):
+        formed = f" x {factor}² (multi-formation)" if factor > 1 else ""
+        raise UserError(f"stages.ipc={config.stages.ipc}{formed} needs {need} training images per class, but "
+                        f"{data.name}'s smallest class has {int(per_class.min())} after the validation split: "
+                        f"use stages.ipc <= {int(per_class.min()) // (factor * factor)}")
+
+
+def save_stage_picture(config: DistillConfig, data: DataBundle, stage: synset_io.Stage, index: int) -> None:
+    """``stage_<i>.png``: the stage as an image grid in pixel space."""
+    pixels, labels = stage.training_data()
+    save_image_grid(data.preprocessor.inverse(pixels), labels, RunDir.of(config).stage_picture(index),
+                    data.class_names, title=f"stage {index + 1}: {config.method}, ipc {config.stages.ipc}")
+
+
+def rebuild_pictures(config: DistillConfig, data: DataBundle, synset: synset_io.SyntheticSet) -> None:
+    """Draw the grids of finished stages that have none (derived files are rebuilt, never trusted to exist)."""
+    for index, stage in enumerate(synset.stages):
+        if not RunDir.of(config).stage_picture(index).is_file():
+            save_stage_picture(config, data, stage, index)
 
 
 @dataclass
@@ -158,6 +184,9 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
     info = {"factor": job.factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,
             "lr_clamped": outcome.lr_clamped, "history": outcome.history, "resumed_at": outcome.resumed_at}
+    skipped = getattr(job.matcher, "skipped_experts", [])  # mtt.skip_damaged_experts: said in the report
+    if skipped:
+        info["skipped_experts"] = skipped
     return synset_io.Stage(outcome.images.cpu(), job.state.labels.cpu(), outcome.lr, info)
 
 

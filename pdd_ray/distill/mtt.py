@@ -40,7 +40,7 @@ from pdd_ray.distill.base import Contribution, SyntheticState
 from pdd_ray.errors import UserError
 from pdd_ray.models.functional import FlatForward
 from pdd_ray.parallel.comm import has_batch_norm, shard_rows
-from pdd_ray.trajectories.store import TrajectoryStore
+from pdd_ray.trajectories.store import TrajectoryStore, layout_difference
 
 # A student step's update: (k, θ_k, live images, lr, create_graph) -> Δ_k, and θ_{k+1} = θ_k − Δ_k.
 # With batch sharding Δ_k is this worker's share, and ``reduce`` sums the shares over workers.
@@ -67,6 +67,9 @@ class MTTConfig:
     lr_teacher: float = 0.01  # initial learnable lr
     trajectories_per_iteration: int = 1
     memory_saving: bool = False
+    # A buffer whose manifest lists an expert whose file is missing or truncated is refused; with this
+    # set, such experts are left out and the report names them.
+    skip_damaged_experts: bool = False
 
     def validate(self) -> None:
         """Raise UserError on non-positive counts or rates (batch_syn may be 0: the whole union)."""
@@ -228,6 +231,12 @@ class MTTMatcher:
             _check_shardable(config, forward)
         # Fixed at construction so plan() draws from the same list on every worker.
         self.experts = store.completed()
+        self.skipped_experts = store.damaged()  # listed as complete, but the file is missing or truncated
+        if self.skipped_experts and not config.skip_damaged_experts:
+            raise UserError(f"expert(s) {', '.join(map(str, self.skipped_experts))} of {store.directory} are listed "
+                            "as complete but their files are missing or truncated: rebuild them (pdd-ray experts "
+                            "on that buffer retrains them) or set mtt.skip_damaged_experts=true to match without "
+                            "them (the report lists them)")
         if not self.experts:
             raise UserError(f"trajectory store {store.directory} has no complete experts; train experts first")
         needed = config.max_start_epoch + config.expert_epochs + 1
@@ -237,8 +246,8 @@ class MTTMatcher:
                             f"{needed - 1}); {store.directory} has {store.num_snapshots}. Lower max_start_epoch "
                             f"or train experts for {needed - 1} epochs")
         if forward.layout != store.layout:
-            raise UserError(f"the student model's parameter layout ({forward.layout.numel} parameters) differs "
-                            f"from the trajectory store's ({store.layout.numel}); use the experts' model")
+            raise UserError(f"the student model does not fit the experts of {store.directory}: "
+                            f"{layout_difference(store.layout, forward.layout)}; use the experts' model settings")
 
     def plan(self, iteration: int, generator: torch.Generator) -> list[MTTWorkItem]:
         """``trajectories_per_iteration`` items: expert uniform over the complete ones, t ~ U{0..max_start_epoch-1}."""

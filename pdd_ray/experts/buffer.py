@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pdd_ray import synset as synset_io
 from pdd_ray.augment import make_augment
+from pdd_ray.cluster import check_fits
 from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, check_device, to_dict
 from pdd_ray.errors import UserError
 from pdd_ray.experts.train import ExpertRecipe, train_expert
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 RETRIED = [RuntimeError, OSError, MemoryError]
 FAIL_ONCE_ENV = "PDD_RAY_FAIL_ONCE_DIR"  # fault injection for tests: first attempt of each expert raises
 KEEP_CHOICES = ("all", "last")
+# Upper limits on a buffer's size: far beyond the paper (100 experts x 50 epochs), small enough that
+# a typo (num_experts=1e9) ends in one line instead of a buffer nobody can store.
+MAX_EXPERTS = 10_000
+MAX_EPOCHS = 10_000
 # ExpertsConfig fields that say where experts run, not what they are (the run's own sections stand for
 # data/model/augment); ``keep`` only says what is kept on disk afterwards.
 NOT_IDENTITY = ("out", "device", "address", "data", "model", "augment", "keep")
@@ -66,12 +71,14 @@ class ExpertsConfig:
     def validate(self) -> None:
         r = self.recipe
         checks = [(self.num_experts >= 1, f"num_experts must be >= 1, got {self.num_experts}"),
+                  (self.num_experts <= MAX_EXPERTS, f"num_experts must be <= {MAX_EXPERTS}, got {self.num_experts}"),
                   (self.cpus_per_expert > 0, f"cpus_per_expert must be > 0, got {self.cpus_per_expert}"),
                   (self.gpus_per_expert >= 0, f"gpus_per_expert must be >= 0, got {self.gpus_per_expert}"),
                   (self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}"),
                   (self.dtype in ("float32", "float16", "bfloat16"), "dtype must be float32, float16 or bfloat16"),
                   (r.epochs >= 1 and r.batch_size >= 1 and r.lr > 0, "recipe.epochs, batch_size and lr must be > 0"),
-                  (r.store_epochs is None or r.store_epochs >= 1, "recipe.store_epochs must be >= 1")]
+                  (r.store_epochs is None or r.store_epochs >= 1, "recipe.store_epochs must be >= 1"),
+                  (r.epochs <= MAX_EPOCHS, f"recipe.epochs must be <= {MAX_EPOCHS}, got {r.epochs}")]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
@@ -163,9 +170,15 @@ def _build_at_uri(config: ExpertsConfig, progress: bool, data=None, synthetic=No
 
 
 def _build(config: ExpertsConfig, progress: bool, after_save=None, data=None, synthetic=None) -> dict:
+    from pdd_ray.locking import hold_directory
+
+    with hold_directory(config.out, "experts"):  # one builder per buffer
+        return _build_locked(config, progress, after_save, data, synthetic)
+
+
+def _build_locked(config: ExpertsConfig, progress: bool, after_save=None, data=None, synthetic=None) -> dict:
     from pdd_ray.cluster import ray_session
     from pdd_ray.data.bundle import create_dataset
-    from pdd_ray.trajectories import TrajectoryStore
 
     data = create_dataset(config.data) if data is None else data
     if config.train_positions:
@@ -174,24 +187,43 @@ def _build(config: ExpertsConfig, progress: bool, after_save=None, data=None, sy
     if config.transition:
         stages = _stages_on_disk(config.transition, data) if synthetic is None else list(synthetic)
     transition = _transition_union(config.transition, stages, data) if stages is not None else None
-    store = TrajectoryStore.create(
+    todo = _still_missing(config)
+    if not todo:
+        store = _create_store(config, data, stages)  # checks the finished buffer is the one asked for
+        _aggregate_forgetting(config, store, data)
+        return {"out": config.out, "trained": 0, "complete": len(store.completed())}
+    with ray_session(config.address):
+        check_fits(("cpus_per_expert", config.cpus_per_expert), ("gpus_per_expert", config.gpus_per_expert))
+        store = _create_store(config, data, stages)  # only once Ray can run the experts: nothing empty is left
+        todo = store.missing(config.num_experts)
+        _run_tasks(config, store, data, transition, todo, progress, after_save)
+    _aggregate_forgetting(config, store, data)
+    return {"out": config.out, "trained": len(todo), "complete": len(store.completed())}
+
+
+def _still_missing(config: ExpertsConfig) -> list[int]:
+    """The experts of ``config.out`` not complete yet, read without writing anything."""
+    from pdd_ray.trajectories import TrajectoryStore
+    if not (Path(config.out) / "manifest.json").is_file():
+        return list(range(config.num_experts))
+    with TrajectoryStore.open(config.out) as store:
+        return store.missing(config.num_experts)
+
+
+def _create_store(config: ExpertsConfig, data, stages):
+    """The buffer's store, new or reopened (a reopened one must have been built with the same settings)."""
+    from pdd_ray.trajectories import TrajectoryStore
+    return TrajectoryStore.create(
         config.out, dataset=data.name, preprocessing=data.preprocessor.describe(),
         model={"arch": config.model.arch, **config.model.kwargs(), "image_shape": list(data.image_shape),
                "num_classes": data.num_classes},
         layout=_layout(config, data), recipe=_recipe_record(config, stages),
         num_snapshots=config.recipe.num_snapshots, dtype=config.dtype)
-    todo = store.missing(config.num_experts)
-    if todo:
-        with ray_session(config.address):
-            _run_tasks(config, store, data, transition, todo, progress, after_save)
-    _aggregate_forgetting(config, store, data)
-    return {"out": config.out, "trained": len(todo), "complete": len(store.completed())}
 
 
 def _run_tasks(config, store, data, transition, todo, show_progress, after_save=None) -> None:
     import ray
 
-    _check_cluster_gpus(config)
     counter = ray.remote(_EpochCounter).options(num_cpus=0).remote()
     train_ref = ray.put((data.train.images, data.train.labels))
     test_ref = ray.put((data.test.images, data.test.labels))
@@ -251,14 +283,6 @@ def read_positions(path: str, limit: int) -> torch.Tensor:
     if positions.dim() != 1 or len(positions) == 0 or positions.min() < 0 or positions.max() >= limit:
         raise UserError(f"{path}: positions must be a non-empty 1-d list within the training split (< {limit})")
     return positions
-
-
-def _check_cluster_gpus(config) -> None:
-    import ray
-    if config.gpus_per_expert > 0 and ray.cluster_resources().get("GPU", 0) == 0:
-        # Tasks asking for a GPU on a cluster without one would wait forever.
-        raise UserError(f"gpus_per_expert={config.gpus_per_expert} but the Ray cluster has no GPU; "
-                        "set gpus_per_expert=0 (and device=cpu) or connect to a GPU cluster")
 
 
 class _EpochCounter:

@@ -10,6 +10,7 @@ from pdd_ray import synset as synset_io
 from pdd_ray.config import BaselineConfig, to_dict
 from pdd_ray.data.bundle import create_dataset
 from pdd_ray.augment import make_augment
+from pdd_ray.locking import hold_directory
 from pdd_ray.models import model_factory
 from pdd_ray.jobs.evaluate import EvaluateConfig, describe, record_result, run_protocol
 from pdd_ray.selection import SelectionContext, save_scores, select
@@ -19,6 +20,11 @@ from pdd_ray.visualize import save_image_grid
 
 def run_baseline(config: BaselineConfig, progress: bool = True) -> dict:
     """Select ``ipc`` real images per class, write the set (+ grid, + forgetting scores), evaluate it."""
+    with hold_directory(config.out, "baseline"):
+        return _run_locked(config, progress)
+
+
+def _run_locked(config: BaselineConfig, progress: bool) -> dict:
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = create_dataset(config.data)

@@ -17,11 +17,13 @@ from pdd_ray import synset as synset_io
 from pdd_ray.config import to_dict
 from pdd_ray.data.bundle import create_dataset
 from pdd_ray.distill.config import DistillConfig
-from pdd_ray.distill.driver import run_stages
+from pdd_ray.distill.divergence import divergence
+from pdd_ray.distill.driver import check_data_fits, run_stages
 from pdd_ray.distill.run_dir import RunDir
 from pdd_ray.distill.runners import create_stage_runner
 from pdd_ray.evaluation import EvalProtocol, EvalResult
 from pdd_ray.evaluation.runner import Evaluation, InProcessRunner
+from pdd_ray.locking import hold_directory
 from pdd_ray.models import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
@@ -36,15 +38,25 @@ def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_
 
     ``on_iteration(stage, it)`` / ``on_validation(stage, it, val_accuracy)``: see ``run_stages``.
     ``score_validation``: also train the protocol's networks on the final set and score them on
-    the validation split (``summary["val"]``, what a sweep selects on).
+    the validation split (``summary["val"]``, what a sweep selects on). The run directory is
+    locked meanwhile: a second process on the same ``out=`` gets one line naming this one.
+    ``summary["diverged"]`` lists the signs of a diverged stage (``pdd_ray.distill.divergence``).
     """
+    with hold_directory(config.out, "run" if config.evaluate else "distill"):
+        return _run_locked(config, progress, on_iteration, on_validation, score_validation)
+
+
+def _run_locked(config: DistillConfig, progress: bool, on_iteration, on_validation, score_validation: bool) -> dict:
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = create_dataset(config.data)
+    check_data_fits(config, data)  # before the warning below, which a refused run does not need
     if config.evaluate:
         warn_if_baseline_capped(config, data)  # before compute, not in the report hours later
+    check_eval_fits(config)
     synset = run_stages(config, data, device, progress, on_iteration, on_validation, create_stage_runner(config))
-    summary = {"out": config.out, "synthetic": str(RunDir.of(config).synthetic), "stages": len(synset.stages)}
+    summary = {"out": config.out, "synthetic": str(RunDir.of(config).synthetic), "stages": len(synset.stages),
+               "diverged": divergence(synset.stages, config.stages.iterations)}
     evaluations = {}
     if score_validation:
         evaluations["val"] = Evaluation(_protocol(config), synset.stages, (data.val.images, data.val.labels))
@@ -56,6 +68,15 @@ def run_pdd(config: DistillConfig, progress: bool = True, on_iteration=None, on_
     if config.evaluate:
         summary["metrics"] = report(config, data, synset, results)
     return summary
+
+
+def check_eval_fits(config: DistillConfig) -> None:
+    """With ``eval.executor=ray``, refuse before any compute runs that no node of the cluster can place."""
+    if config.eval.executor != "ray":
+        return
+    from pdd_ray.cluster import check_fits, ray_session
+    with ray_session(config.address):  # inside a command the same Ray serves the runs later
+        check_fits(("eval.cpus_per_run", config.eval.cpus_per_run), ("eval.gpus_per_run", config.eval.gpus_per_run))
 
 
 def _protocol(config: DistillConfig) -> EvalProtocol:
@@ -115,6 +136,7 @@ def report(config: DistillConfig, data, synset, results: dict[str, EvalResult]) 
                "random_real_protocol": baseline.describe(num_stages=1) + "; accuracy on the test split",
                "executor": {"eval": config.eval.executor, "cpus_per_run": config.eval.cpus_per_run,
                             "gpus_per_run": config.eval.gpus_per_run},
+               "diverged": divergence(synset.stages, config.stages.iterations),
                "config": to_dict(config), "seed": config.seed, "versions": versions(), "created": now()}
     paths = RunDir.of(config)
     write_json(paths.metrics, metrics)
@@ -160,6 +182,7 @@ def render_report(config: DistillConfig, metrics: dict) -> str:
              f"ipc {config.stages.ipc}", "",
              "| stage | ipc | best iteration | val acc % | learned lr | skipped (non-finite) | lr clamped | "
              "test acc after stage % |", "|---|---|---|---|---|---|---|---|"]
+    lines[1:1] = report_warnings(metrics)
     per_phase = pdd["per_phase_mean"] if len(pdd["per_phase_mean"]) == len(metrics["stages"]) else [None] * 99
     for k, (s, acc) in enumerate(zip(metrics["stages"], per_phase), start=1):
         lr = f"{s['lr']:.3g}" if s.get("lr") is not None else "-"
@@ -180,6 +203,19 @@ def render_report(config: DistillConfig, metrics: dict) -> str:
               "![accuracy vs stage](accuracy_vs_stage.png)", ""]
     lines += [f"![stage {k}](synthetic/stage_{k}.png)" for k in range(1, len(metrics["stages"]) + 1)]
     return "\n".join(lines) + "\n"
+
+
+def report_warnings(metrics: dict) -> list[str]:
+    """Lines under the report's title: a diverged run, experts a stage matched without."""
+    lines = []
+    if metrics.get("diverged"):
+        lines += ["", "**Diverged**: " + "; ".join(metrics["diverged"]) + ". The accuracies below are those "
+                  "of a diverged run, not a result (exit status 3)."]
+    for k, stage in enumerate(metrics["stages"], start=1):
+        if stage.get("skipped_experts"):
+            lines += ["", f"Stage {k} matched without damaged expert(s) "
+                      f"{', '.join(map(str, stage['skipped_experts']))} (mtt.skip_damaged_experts=true)."]
+    return lines
 
 
 __all__ = ["run_pdd", "evaluate_and_report", "render_report"]

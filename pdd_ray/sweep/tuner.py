@@ -21,9 +21,16 @@ STATE_SYNC_S = 10
 
 def run_sweep(config: SweepConfig, echo: Callable[[str], None] = print) -> dict:
     """Check every trial, build what trials share, run (or resume) the Tune experiment, write the results."""
-    from pdd_ray.cluster import ray_session
+    from pdd_ray.locking import hold_directory
 
     plan = make_plan(config)  # every point validated: mistakes end here, before any compute
+    with hold_directory(plan.work_dir, "sweep"):  # one sweep per directory
+        return _run_locked(config, plan, echo)
+
+
+def _run_locked(config: SweepConfig, plan: SweepPlan, echo: Callable[[str], None]) -> dict:
+    from pdd_ray.cluster import ray_session
+
     record_sweep(plan)
     with ray_session(config.address):
         check_cluster_fits(plan)

@@ -29,6 +29,7 @@ import torch
 from pdd_ray.errors import UserError
 from pdd_ray.models.functional import ParamLayout
 from pdd_ray.provenance import atomic_write, now, read_manifest_file, versions, write_json
+from pdd_ray.untrusted import member_file
 
 FORMAT = "pdd-ray/trajectory-store"
 FORMAT_VERSION = 1
@@ -90,16 +91,17 @@ class TrajectoryStore:
         if manifest.get("format_version", 0) > FORMAT_VERSION:
             raise UserError(f"{path} has format_version {manifest['format_version']}; "
                             f"this pdd-ray reads up to {FORMAT_VERSION}")
+        _check_manifest(manifest, path)
         store = cls(directory, manifest)
         if layout is not None and layout != store.layout:
-            raise UserError(f"{directory}: {_layout_difference(store.layout, layout)}")
+            raise UserError(f"{directory}: {layout_difference(store.layout, layout)}")
         return store
 
     def _check_identity(self, wanted: dict) -> None:
         for key in IDENTITY_FIELDS:
             if self._manifest.get(key) != wanted[key]:
                 if key == "layout":
-                    detail = _layout_difference(self.layout, ParamLayout.from_dict(wanted["layout"]))
+                    detail = layout_difference(self.layout, ParamLayout.from_dict(wanted["layout"]))
                 else:
                     detail = _first_difference(key, self._manifest.get(key), wanted[key])
                 raise UserError(f"{self._directory} was built with a different {key} ({detail}); "
@@ -186,12 +188,21 @@ class TrajectoryStore:
 
     def completed(self) -> list[int]:
         """Ids the manifest marks complete and whose file is present with the recorded size."""
-        done = []
-        for key, entry in self._manifest["experts"].items():
-            path = self._directory / entry["file"]
-            if entry.get("status") == "complete" and path.is_file() and path.stat().st_size == entry["bytes"]:
-                done.append(int(key))
-        return sorted(done)
+        return sorted(int(key) for key, entry in self._manifest["experts"].items()
+                      if entry.get("status") == "complete" and self._intact(entry))
+
+    def damaged(self) -> list[int]:
+        """Ids the manifest marks complete whose file is missing or has another size (truncated, say)."""
+        return sorted(int(key) for key, entry in self._manifest["experts"].items()
+                      if entry.get("status") == "complete" and not self._intact(entry))
+
+    def _intact(self, entry: dict) -> bool:
+        path = self._path(entry)
+        return path.is_file() and path.stat().st_size == entry.get("bytes")
+
+    def _path(self, entry: dict) -> Path:
+        """The file of a manifest entry: a plain name inside the store (the manifest may not be ours)."""
+        return member_file(self._directory, entry.get("file"), "an expert file")
 
     def missing(self, num_experts: int) -> list[int]:
         """Ids in ``range(num_experts)`` that are not complete yet."""
@@ -242,7 +253,7 @@ class TrajectoryStore:
     def _reader(self, expert_id: int) -> pa.ipc.RecordBatchFileReader:
         """The cached reader of one expert's memory-mapped file, opened on first use."""
         if expert_id not in self._readers:
-            path = self._directory / self._entry(expert_id)["file"]
+            path = self._path(self._entry(expert_id))
             if not path.is_file():
                 raise UserError(f"expert {expert_id}: file {path} is missing")
             source = pa.memory_map(str(path), "r")
@@ -278,14 +289,28 @@ class TrajectoryStore:
 
     def _verify_one(self, expert_id: int) -> list[str]:
         entry = self._entry(expert_id)
-        path = self._directory / entry["file"]
+        path = self._path(entry)
         if not path.is_file():
             return [f"expert {expert_id}: file {path.name} is missing"]
+        layout = self._layout_problem(expert_id)
+        if layout:
+            return [layout]
         if _sha256(path) == entry["sha256"]:
             return []
         bad = self._bad_epochs(expert_id)
         where = f"epochs {_ranges(bad)}" if bad else "file structure"
         return [f"expert {expert_id}: {path.name} sha256 mismatch (corrupted {where})"]
+
+    def _layout_problem(self, expert_id: int) -> str | None:
+        """How the file's stored rows disagree with the manifest's layout and dtype (None if they agree)."""
+        self._close_reader(expert_id)
+        try:
+            self._reader(expert_id)
+        except UserError as exc:
+            return f"{exc} (layout {describe_layout(self.layout)})"
+        except (pa.ArrowException, OSError):
+            return None  # unreadable: the sha256 check says so
+        return None
 
     def _bad_epochs(self, expert_id: int) -> list[int]:
         """Which snapshots fail their crc, to say where a file is damaged (none if the file won't open)."""
@@ -336,6 +361,19 @@ class TrajectoryStore:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    """The fields every read relies on, in the shape they must have (the manifest may come from elsewhere)."""
+    layout = manifest.get("layout")
+    ok = (isinstance(layout, dict) and isinstance(layout.get("names"), list) and isinstance(layout.get("shapes"), list)
+          and len(layout["names"]) == len(layout["shapes"]) and all(isinstance(n, str) for n in layout["names"])
+          and all(isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s) for s in layout["shapes"]))
+    ok = ok and manifest.get("dtype") in DTYPES and isinstance(manifest.get("experts"), dict)
+    snapshots = manifest.get("num_snapshots")
+    if not (ok and isinstance(snapshots, int) and snapshots >= 1):
+        raise UserError(f"{path} is malformed: layout (names and shapes), dtype, num_snapshots or experts "
+                        "missing or of the wrong type")
+
 
 def _file_name(expert_id: int) -> str:
     return f"expert_{int(expert_id):05d}.arrow"
@@ -399,7 +437,14 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def _layout_difference(stored: ParamLayout, given: ParamLayout) -> str:
+def describe_layout(layout: ParamLayout, limit: int = 4) -> str:
+    """'conv.weight [8, 1, 3, 3], conv.bias [8], ... (10 tensors, 1234 parameters)'."""
+    shown = ", ".join(f"{n} {list(s)}" for n, s in list(zip(layout.names, layout.shapes))[:limit])
+    more = ", ..." if len(layout.names) > limit else ""
+    return f"{shown}{more} ({len(layout.names)} tensors, {layout.numel} parameters)"
+
+
+def layout_difference(stored: ParamLayout, given: ParamLayout) -> str:
     """The first parameter whose name or shape differs between two layouts."""
     for i, (a, b) in enumerate(zip(zip(stored.names, stored.shapes), zip(given.names, given.shapes))):
         if a != b:

@@ -25,6 +25,13 @@ class MTT(BaseMethod):
     def lr_lr(self, config) -> float:
         return config.mtt.lr_lr
 
+    def fingerprint(self, config) -> dict:
+        """The mtt section, less ``skip_damaged_experts``: a no-op on an intact buffer, and runs begun before it
+        existed must still resume (the report lists any expert it skipped)."""
+        section = super().fingerprint(config)
+        section["mtt"].pop("skip_damaged_experts", None)
+        return section
+
     def initial_lr(self, config) -> float:
         return config.mtt.lr_teacher  # reset at every stage, as the reference does
 
