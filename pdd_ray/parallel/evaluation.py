@@ -48,7 +48,8 @@ class RayRunner:
 
     def evaluate(self, evaluations: dict[str, Evaluation], progress: bool = True) -> dict[str, EvalResult]:
         import ray
-        from tqdm.auto import tqdm
+
+        from pdd_ray.progress import progress_bar
 
         task = ray.remote(_run_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=2)
         threads = max(1, int(self.cpus))
@@ -57,7 +58,7 @@ class RayRunner:
             shared = ray.put(evaluation)  # one copy in the object store for all of its runs
             futures[name] = [task.remote(shared, run, self.spec, threads) for run in range(evaluation.run_count)]
         pending = [f for runs in futures.values() for f in runs]
-        with tqdm(total=len(pending), desc="evaluate (ray tasks)", disable=not progress) as bar:
+        with progress_bar(total=len(pending), desc="evaluate (ray tasks)", unit="run", disable=not progress) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 bar.update(len(done))

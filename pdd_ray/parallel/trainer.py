@@ -93,15 +93,16 @@ def _fit(config, finished: list, index: int, job, prepare, events):
 
 
 class _HookRelay:
-    """A Ray queue rank 0 puts ("iteration", it) / ("validation", it, accuracy) events on, and a driver
-    thread that calls the hooks with them, in order; the rest are drained when the group is done."""
+    """A Ray queue rank 0 puts ("iteration", it, values) / ("validation", it, accuracy) events on, and a
+    driver thread that calls the hooks with them, in order; the rest are drained when the group is done."""
 
     def __init__(self, hooks):
         self.hooks, self.queue, self._thread = hooks, None, None
         self._stop = threading.Event()
 
     def __enter__(self) -> "_HookRelay":
-        if self.hooks is None or (self.hooks.on_iteration is None and self.hooks.on_validation is None):
+        hooks = self.hooks
+        if hooks is None or (hooks.on_iteration is None and hooks.on_validation is None and hooks.on_step is None):
             return self
         from ray.util.queue import Queue
         self.queue = Queue(actor_options={"num_cpus": 0})
@@ -135,8 +136,11 @@ class _HookRelay:
                 event = None
 
     def _deliver(self, event: tuple) -> None:
-        if event[0] == "iteration" and self.hooks.on_iteration is not None:
-            self.hooks.on_iteration(event[1])
+        if event[0] == "iteration":
+            if self.hooks.on_step is not None:
+                self.hooks.on_step(event[1], event[2])
+            if self.hooks.on_iteration is not None:
+                self.hooks.on_iteration(event[1])
         elif event[0] == "validation" and self.hooks.on_validation is not None:
             self.hooks.on_validation(event[1], event[2])
 
@@ -210,20 +214,27 @@ def worker_loop(loop_config: dict) -> None:
         resume_from = _latest(_resume_file(Path(scratch)), job.checkpoint_path)
         events = loop_config.get("events") if comm.rank == 0 else None  # a Ray queue: test it with ``is None``
         on_validation = (lambda it, acc: events.put(("validation", it, acc))) if events is not None else None
+        on_step, on_iteration = _iteration_hooks(_fault_injection(config, index, comm), events)
         distill_stage(job.state, job.matcher, job.settings, job.validate, job.checkpoint_path,
-                      on_iteration=_on_iteration(_fault_injection(config, index, comm), events), progress=False,
+                      on_iteration=on_iteration, progress=False,
                       desc=f"stage {index + 1}", fingerprint=job.fingerprint, comm=comm, resume_from=resume_from,
                       on_checkpoint=_reporter(comm, config, index),
-                      on_validation=on_validation)
+                      on_validation=on_validation, on_step=on_step)
 
 
-def _on_iteration(fault_injection, events):
-    """The worker's ``on_iteration``: the test-only fault injection, then (rank 0) the driver's hook event."""
-    def hook(iteration: int) -> None:
+def _iteration_hooks(fault_injection, events):
+    """The worker's ``on_step`` and ``on_iteration``: the test-only fault injection, then (rank 0) one
+    driver hook event per iteration, carrying the step's values (loss, lr, skipped updates)."""
+    last: dict = {}
+
+    def on_step(iteration: int, values: dict) -> None:
+        last.update(values)
+
+    def on_iteration(iteration: int) -> None:
         fault_injection(iteration)
         if events is not None:
-            events.put(("iteration", iteration))
-    return hook
+            events.put(("iteration", iteration, dict(last)))
+    return on_step, on_iteration
 
 
 def _latest(*paths: Path | None) -> Path:

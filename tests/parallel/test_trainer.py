@@ -111,3 +111,23 @@ def test_a_local_worker_group_too_big_for_this_machine_fails_before_any_expert_i
     with pytest.raises(UserError, match="needs 3 CPU"):
         run_pdd(config, progress=False)
     assert not (tmp_path / "run" / "experts").exists()
+
+
+def test_rank_zero_iteration_events_carry_the_step_values_to_the_driver_hooks():
+    from pdd_ray.distill.runners import StageHooks
+    from pdd_ray.parallel.trainer import _HookRelay, _iteration_hooks
+
+    class Events(list):
+        put = list.append
+
+    events, failures = Events(), []
+    on_step, on_iteration = _iteration_hooks(failures.append, events)
+    on_step(1, {"loss": 0.5, "lr": 0.01, "skipped_nonfinite": 0})
+    on_iteration(1)
+    seen = []
+    relay = _HookRelay(StageHooks(on_iteration=lambda it: seen.append(("iteration", it)),
+                                  on_step=lambda it, values: seen.append(("step", it, values))))
+    for event in events:
+        relay._deliver(event)
+    assert failures == [1]  # the fault injection still sees every iteration
+    assert seen == [("step", 1, {"loss": 0.5, "lr": 0.01, "skipped_nonfinite": 0}), ("iteration", 1)]
