@@ -132,6 +132,8 @@ class ContinualConfig:
             raise UserError("executor=ray with device=cuda needs gpus_per_task > 0 (Ray hides GPUs otherwise)")
         if not self.builders:
             raise UserError("builders is empty: name at least one memory builder")
+        for builder in self.builders:  # a list: ``config.validate`` does not reach into it
+            builder.validate()
         labels = [b.label for b in self.builders]
         if len(set(labels)) != len(labels):
             raise UserError(f"two builders are both named '{next(x for x in labels if labels.count(x) > 1)}'; "

@@ -35,10 +35,20 @@ def build_all(config: ContinualConfig, split: PhaseSplit, data, device: torch.de
         return 0
     if config.executor == "ray":
         _build_as_tasks(config, split, todo, progress)
-    else:
+        return len(todo)
+    with _ray_for_experts(config):
         for b, t in tqdm(todo, desc="memories", disable=not progress):
             build_memory(config, config.builders[b], split, t, data, device, progress)
     return len(todo)
+
+
+def _ray_for_experts(config: ContinualConfig):
+    """One Ray session for every expert buffer of the run (not one started and stopped per buffer)."""
+    from contextlib import nullcontext
+
+    from pdd_ray.cluster import ray_session
+    needs = any(not b.is_coreset and config.run_config(b).base.needs_experts for b in config.builders)
+    return ray_session(config.address) if needs else nullcontext()
 
 
 def _build_as_tasks(config: ContinualConfig, split: PhaseSplit, todo: list[tuple[int, int]], progress: bool) -> None:
