@@ -11,6 +11,7 @@ from pdd_ray.distill.mtt import MTTConfig
 from pdd_ray.errors import UserError
 from pdd_ray.experts.buffer import ExpertsConfig
 from pdd_ray.parallel.config import ParallelConfig
+from pdd_ray.tracking import TrackingConfig, check_backends
 
 VALIDATION_STARTS = ("progressive", "scratch")
 # Upper limits, far above any published setting (IPC 50 x 5 stages, 5000 iterations): a typo such as
@@ -76,6 +77,8 @@ class DistillConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(mode="progressive"))
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    logging: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, wandb (pdd_ray.tracking)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @classmethod
     def with_presets(cls, data: dict) -> dict:
@@ -95,6 +98,7 @@ class DistillConfig:
             raise UserError("data.val_size must be >= 1: each stage's best iteration is chosen on the validation split")
         base.check(self)
         self._check_parallel()
+        check_backends(self.logging)
 
     def _check_parallel(self) -> None:
         p = self.parallel

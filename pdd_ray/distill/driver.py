@@ -30,6 +30,7 @@ from pdd_ray.distill.config import DistillConfig
 from pdd_ray.distill.curriculum import stage_partition
 from pdd_ray.distill.init import init_from_real
 from pdd_ray.distill.methods import MatcherContext
+from pdd_ray.distill.reporting import StageReporter
 from pdd_ray.distill.runners import StageHooks, create_stage_runner
 from pdd_ray.distill.stage import StageSettings
 from pdd_ray.distill.run_dir import RunDir
@@ -39,6 +40,7 @@ from pdd_ray.experts.buffer import identity as experts_identity
 from pdd_ray.evaluation import EvalProtocol
 from pdd_ray.models import model_factory
 from pdd_ray.storage import is_uri
+from pdd_ray.tracking import Tracker
 from pdd_ray.visualize import save_image_grid
 
 
@@ -60,7 +62,7 @@ def load_or_start(config: DistillConfig, data: DataBundle) -> synset_io.Syntheti
 
 
 # Settings that change what a stage computes; out/device/address/evaluation/worker count do not.
-FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval", "parallel")
+FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval", "parallel", "logging", "tracking")
 METHOD_SECTIONS = ("mtt", "gm")  # each method adds back its own (``BaseMethod.fingerprint``)
 
 
@@ -82,12 +84,13 @@ def config_fingerprint(config: DistillConfig, *extra) -> str:
 def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, progress: bool = True,
                on_iteration: Callable[[int, int], None] | None = None,
                on_validation: Callable[[int, int, float], None] | None = None,
-               runner=None) -> synset_io.SyntheticSet:
+               runner=None, tracker: Tracker | None = None) -> synset_io.SyntheticSet:
     """Distil every unfinished stage in order and return the full synthetic set.
 
     Hooks get the 0-based stage index first: ``on_iteration(stage, it)``,
     ``on_validation(stage, it, val_accuracy)``. ``runner``: who executes a stage
     (``pdd_ray.distill.runners``; default: what ``parallel.workers`` asks for).
+    ``tracker``: where each step, check and finished stage is logged (``pdd_ray.distill.reporting``).
     """
     check_data_fits(config, data)
     runner = runner or create_stage_runner(config)
@@ -96,15 +99,16 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
     if config.parallel.workers > 1:
         from pdd_ray.parallel.trainer import check_before_compute
         check_before_compute(config)  # not after minutes of expert training
+    reporter = StageReporter(tracker, config.stages.num_stages, config.stages.iterations, config.tracking.every)
     for index in range(len(synset.stages), config.stages.num_stages):
         config.base.before_stage(config, data, index, progress, synset.stages)
-        hooks = StageHooks((lambda it, i=index: on_iteration(i, it)) if on_iteration else None,
-                           (lambda it, acc, i=index: on_validation(i, it, acc)) if on_validation else None)
+        hooks = reporter.hooks(index, on_iteration, on_validation)
         stage = distill_one(config, data, synset, index, device, progress, hooks, runner)
         synset.stages.append(stage)
         paths = RunDir.of(config)
         synset_io.save(synset, paths.synthetic)  # stage files first, manifest last
         save_stage_picture(config, data, stage, index)
+        reporter.stage_done(index, stage.info, stage.lr, paths.stage_picture(index))
     return synset
 
 

@@ -27,6 +27,7 @@ from pdd_ray.locking import hold_directory
 from pdd_ray.models import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
+from pdd_ray.tracking import create_tracker
 from pdd_ray.train.loop import resolve_device, seed_everything
 from pdd_ray.visualize import save_accuracy_plot
 
@@ -54,7 +55,9 @@ def _run_locked(config: DistillConfig, progress: bool, on_iteration, on_validati
     if config.evaluate:
         warn_if_baseline_capped(config, data)  # before compute, not in the report hours later
     check_eval_fits(config)
-    synset = run_stages(config, data, device, progress, on_iteration, on_validation, create_stage_runner(config))
+    with create_tracker(config.logging, config.out, to_dict(config), config.tracking) as tracker:
+        synset = run_stages(config, data, device, progress, on_iteration, on_validation,
+                            create_stage_runner(config), tracker)
     summary = {"out": config.out, "synthetic": str(RunDir.of(config).synthetic), "stages": len(synset.stages),
                "diverged": divergence(synset.stages, config.stages.iterations)}
     evaluations = {}
@@ -134,6 +137,7 @@ def report(config: DistillConfig, data, synset, results: dict[str, EvalResult]) 
                "protocol": (protocol.describe(num_stages=len(synset.stages)) + "; best iteration per stage chosen "
                             "on the validation split; accuracy on the test split"),
                "random_real_protocol": baseline.describe(num_stages=1) + "; accuracy on the test split",
+               "tracking": list(config.logging),  # the trackers the stages were logged to
                "executor": {"eval": config.eval.executor, "cpus_per_run": config.eval.cpus_per_run,
                             "gpus_per_run": config.eval.gpus_per_run},
                "diverged": divergence(synset.stages, config.stages.iterations),

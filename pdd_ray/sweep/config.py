@@ -13,6 +13,7 @@ from typing import Any
 from pdd_ray.config import from_dict, load_config, read_yaml
 from pdd_ray.errors import UserError
 from pdd_ray.storage import is_uri
+from pdd_ray.tracking import TrackingConfig, check_backends
 
 SAMPLE_TYPES = ("uniform", "loguniform", "choice", "randint")
 SPEC_FIELDS = {"type", "low", "high", "values"}
@@ -94,6 +95,10 @@ class SweepConfig:
     experts_per_trial: int | None = None
     address: str | None = None  # Ray cluster; None: RAY_ADDRESS or a local Ray
     seed: int = 0  # seeds the sampling of ``sample`` (trials keep the run config's seed)
+    # Ray Tune's logger callbacks (tensorboard, mlflow, wandb): every trial's reported metrics. Each trial's
+    # own loss, lr and image grids: ``logging`` in the base run config (its trial directory).
+    logging: list[str] = field(default_factory=list)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         # Nested YAML (grid: {stages: {num_stages: [..]}}) and dotted CLI overrides both end up flat here.
@@ -117,6 +122,7 @@ class SweepConfig:
         if both:
             raise UserError(f"'{both[0]}' is both in grid and in sample; pick one")
         self._check_numbers()
+        check_backends(self.logging)
         if self.scheduler not in SCHEDULERS:
             raise UserError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got '{self.scheduler}'")
         if self.metric not in METRICS:

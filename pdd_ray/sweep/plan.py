@@ -28,8 +28,8 @@ OVERRIDE_RESERVED = ("out", "address")
 # What the shared stage-1 buffer is built from: sweeping these would need one buffer per trial.
 BUFFER_SECTIONS = ("experts", "data", "model", "augment")
 # Changing these between runs of the same sweep is fine: they say where, not what. (Resources and
-# concurrency are not here: a restored Tune experiment keeps the ones it started with.)
-FINGERPRINT_EXCLUDES = ("out", "work_dir", "address")
+# concurrency are not here: a restored Tune experiment keeps the ones it started with.) Trackers only watch.
+FINGERPRINT_EXCLUDES = ("out", "work_dir", "address", "logging", "tracking")
 
 
 @dataclass
@@ -78,7 +78,7 @@ class SweepPlan:
         settings = {k: v for k, v in to_dict(self.config).items() if k not in FINGERPRINT_EXCLUDES}
         if settings.get("experts_per_trial") is None:
             settings.pop("experts_per_trial", None)  # sweeps recorded before the setting existed still resume
-        settings["base"] = self.base
+        settings["base"] = {k: v for k, v in self.base.items() if k not in ("logging", "tracking")}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -151,13 +151,16 @@ def tune_config(plan: SweepPlan):
 
 
 def run_config(plan: SweepPlan):
-    """Tune's storage (absolute path or URI) and a quiet console: one line per finished trial."""
+    """Tune's storage (absolute path or URI), a quiet console (one line per finished trial) and the
+    logger callbacks of the sweep's ``logging`` (``pdd_ray.tracking``)."""
     from ray import tune
 
     from pdd_ray.sweep.console import TrialLines
+    from pdd_ray.tracking import tune_callbacks
     # Tune's state is copied to storage_path at most every sync_period (default 300 s); a short period
     # means a killed sweep forgets at most a few seconds of trial statuses (the files are small).
-    return tune.RunConfig(name=TUNE_NAME, storage_path=plan.storage_path, verbose=0, callbacks=[TrialLines()],
+    return tune.RunConfig(name=TUNE_NAME, storage_path=plan.storage_path, verbose=0,
+                          callbacks=[TrialLines(), *tune_callbacks(plan.config.logging, plan.config.tracking)],
                           sync_config=tune.SyncConfig(sync_period=STATE_SYNC_S),
                           failure_config=tune.FailureConfig(max_failures=0))
 
