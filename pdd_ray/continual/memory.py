@@ -14,6 +14,7 @@ or settings fails with one line instead of mixing two memories.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -21,16 +22,14 @@ from pathlib import Path
 import torch
 
 from pdd_ray import synset as synset_io
-from pdd_ray.augment import make_augment
 from pdd_ray.config import to_dict
 from pdd_ray.continual.config import BuilderConfig, ContinualConfig
 from pdd_ray.continual.layout import ContinualDir
 from pdd_ray.continual.split import PhaseSplit, phase_bundle
 from pdd_ray.data.bundle import DataBundle
 from pdd_ray.errors import UserError
-from pdd_ray.models import model_factory
 from pdd_ray.provenance import write_json
-from pdd_ray.selection import SelectionContext, select
+from pdd_ray.selection.coreset import coreset_stage
 from pdd_ray.train.loop import seed_everything
 
 
@@ -97,14 +96,8 @@ def distill_memory(config: ContinualConfig, builder: BuilderConfig, bundle: Data
 def select_memory(config: ContinualConfig, builder: BuilderConfig, bundle: DataBundle, out: Path,
                   device: torch.device) -> synset_io.SyntheticSet:
     """``memory.ipc`` real images per class of the phase, chosen by the builder's selector."""
-    sel = config.selection_config()
-    context = SelectionContext(
-        make_model=model_factory(config.model, bundle.image_shape, bundle.num_classes, device, width=sel.width),
-        epochs=sel.epochs, lr=sel.lr, batch_size=sel.batch_size, augment=make_augment(config.augment),
-        seed=config.seed, device=device)
-    chosen = select(builder.method, bundle.train, sel.ipc, context)
-    stage = synset_io.Stage(bundle.train.images[chosen], bundle.train.labels[chosen], lr=None,
-                            info={"source": f"coreset:{builder.method}"})
+    stage, _ = coreset_stage(bundle.train, dataclasses.replace(config.selection_config(), method=builder.method),
+                             config.model, config.augment, config.seed, device)
     synset = synset_io.SyntheticSet(bundle.name, bundle.num_classes, bundle.class_names, bundle.preprocessor,
                                     [stage], method=f"coreset:{builder.method}", config=to_dict(config),
                                     seed=config.seed)

@@ -19,10 +19,10 @@ def _phase_rows(split_images, labels, classes) -> set[bytes]:
 
 
 def test_each_builder_is_handed_only_its_phases_images(make_config, monkeypatch):
-    import pdd_ray.continual.memory as memory
+    import pdd_ray.selection.coreset as coreset
     import pdd_ray.distill.driver as driver
     handed = []  # (builder, bundle)
-    real_stages, real_select = driver.run_stages, memory.select
+    real_stages, real_select = driver.run_stages, coreset.select
 
     def spy_stages(config, data, *args, **kwargs):
         handed.append(("dc", data))
@@ -33,7 +33,7 @@ def test_each_builder_is_handed_only_its_phases_images(make_config, monkeypatch)
         return real_select(method, train, ipc, context)
 
     monkeypatch.setattr(driver, "run_stages", spy_stages)
-    monkeypatch.setattr(memory, "select", spy_select)
+    monkeypatch.setattr(coreset, "select", spy_select)
     config = make_config()
     run_continual(config, progress=False)
     data = create_dataset(config.data)
