@@ -8,7 +8,8 @@
 
 Where files go (``OUT``: the run directory):
     tensorboard   OUT/tensorboard/events.out.tfevents.*  (tensorboardX, a dependency: works out of the box)
-    mlflow        MLFLOW_TRACKING_URI, else tracking.mlflow_uri, else OUT/mlruns (needs ``pip install mlflow``)
+    mlflow        MLFLOW_TRACKING_URI, else tracking.mlflow_uri, else OUT/mlflow.db with artifacts in
+                  OUT/mlartifacts (needs ``pip install mlflow``)
     wandb         OUT/wandb/; offline unless an API key is set (WANDB_API_KEY) or WANDB_MODE says otherwise
                   (needs ``pip install wandb``)
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import netrc
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ class TrackingConfig:
     project: str = "pdd-ray"  # MLflow experiment / W&B project
     run_name: str | None = None  # None: the run directory's name
     every: int = 1  # training scalars (loss, lr, skipped) every N iterations; validation checks always
-    mlflow_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else OUT/mlruns
+    mlflow_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db
 
     def validate(self) -> None:
         if self.every < 1:
@@ -113,7 +115,7 @@ class TensorBoardTracker(Tracker):
         self.writer.close()
 
     @staticmethod
-    def tune_callback(settings: TrackingConfig):
+    def tune_callback(settings: TrackingConfig, directory: Path):
         from ray.tune.logger import TBXLoggerCallback
         return TBXLoggerCallback()
 
@@ -127,9 +129,13 @@ class MLflowTracker(Tracker):
 
     def __init__(self, run_dir: Path, params: dict, settings: TrackingConfig):
         from mlflow.tracking import MlflowClient
-        self.client = MlflowClient(mlflow_uri(settings, run_dir))
+        uri = mlflow_uri(settings, run_dir)
+        self.client = MlflowClient(uri)
         experiment = self.client.get_experiment_by_name(settings.project)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(settings.project)
+        # A store of the run's own keeps its artifacts beside it too (MLflow's default is the working dir).
+        artifacts = (run_dir / "mlartifacts").resolve().as_uri() if uri == _own_store(run_dir) else None
+        experiment_id = experiment.experiment_id if experiment else \
+            self.client.create_experiment(settings.project, artifact_location=artifacts)
         self.run_id = self.client.create_run(experiment_id, run_name=run_name(settings, run_dir)).info.run_id
         self._log_params(params)
 
@@ -152,10 +158,9 @@ class MLflowTracker(Tracker):
         self.client.set_terminated(self.run_id)
 
     @staticmethod
-    def tune_callback(settings: TrackingConfig):
+    def tune_callback(settings: TrackingConfig, directory: Path):
         from ray.air.integrations.mlflow import MLflowLoggerCallback
-        return MLflowLoggerCallback(tracking_uri=settings.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
-                                    experiment_name=settings.project)
+        return MLflowLoggerCallback(tracking_uri=mlflow_uri(settings, directory), experiment_name=settings.project)
 
 
 @TRACKERS.register("wandb")
@@ -170,7 +175,7 @@ class WandbTracker(Tracker):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.wandb = wandb
         self.run = wandb.init(project=settings.project, name=run_name(settings, run_dir), dir=str(run_dir),
-                              config=params, mode=wandb_mode(), reinit=True)
+                              config=params, mode=wandb_mode())
 
     def log_scalars(self, values, step) -> None:
         self.run.log(dict(values), step=step)
@@ -182,7 +187,7 @@ class WandbTracker(Tracker):
         self.run.finish()
 
     @staticmethod
-    def tune_callback(settings: TrackingConfig):
+    def tune_callback(settings: TrackingConfig, directory: Path):
         from ray.air.integrations.wandb import WandbLoggerCallback
         # Ray's callback asks for an API key unless WANDB_MODE says offline: say it when there is none.
         os.environ.setdefault("WANDB_MODE", wandb_mode())
@@ -217,10 +222,12 @@ def create_tracker(names: list[str], run_dir: str | Path, params: dict | None = 
     return Trackers([TRACKERS.get(name)(run_dir, params or {}, settings) for name in names])
 
 
-def tune_callbacks(names: list[str], settings: TrackingConfig | None = None) -> list:
-    """Ray Tune's logger callbacks for ``names``: each trial's reported metrics, in the same backends."""
+def tune_callbacks(names: list[str], directory: str | Path, settings: TrackingConfig | None = None) -> list:
+    """Ray Tune's logger callbacks for ``names``: each trial's reported metrics, in the same backends.
+
+    ``directory``: the sweep's (MLflow's own store goes there, as a run's goes in its directory)."""
     check_backends(list(names))
-    return [TRACKERS.get(name).tune_callback(settings or TrackingConfig()) for name in names]
+    return [TRACKERS.get(name).tune_callback(settings or TrackingConfig(), Path(directory)) for name in names]
 
 
 def tensorboard_dir(run_dir: str | Path) -> Path:
@@ -229,13 +236,27 @@ def tensorboard_dir(run_dir: str | Path) -> Path:
 
 
 def mlflow_uri(settings: TrackingConfig, run_dir: Path) -> str:
-    """MLFLOW_TRACKING_URI, else ``tracking.mlflow_uri``, else a file store in OUT/mlruns."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow_uri or (run_dir / "mlruns").resolve().as_uri()
+    """MLFLOW_TRACKING_URI, else ``tracking.mlflow_uri``, else a store of the run's own, OUT/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow_uri or _own_store(run_dir)
+
+
+def _own_store(run_dir: Path) -> str:
+    # MLflow's file store (./mlruns) is refused by recent versions; SQLite is its local default now.
+    return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
 
 
 def wandb_mode() -> str:
-    """WANDB_MODE when set; else online with an API key (WANDB_API_KEY), offline without one."""
-    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    """WANDB_MODE when set; else online with an API key (WANDB_API_KEY or ``wandb login``), offline without."""
+    return os.environ.get("WANDB_MODE") or ("online" if _wandb_key() else "offline")
+
+
+def _wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:  # where ``wandb login`` keeps it
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def run_name(settings: TrackingConfig, run_dir: Path) -> str:

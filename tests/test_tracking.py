@@ -94,12 +94,12 @@ def test_tracking_settings_validate():
         TrackingConfig(every=0).validate()
 
 
-def test_a_sweep_gets_tunes_matching_callbacks(monkeypatch):
+def test_a_sweep_gets_tunes_matching_callbacks(monkeypatch, tmp_path):
     import ray.air.integrations.mlflow as ray_mlflow
     import ray.air.integrations.wandb as ray_wandb
     from ray.tune.logger import TBXLoggerCallback
 
-    (callback,) = tune_callbacks(["tensorboard"])
+    (callback,) = tune_callbacks(["tensorboard"], tmp_path)
     assert isinstance(callback, TBXLoggerCallback)
     # Ray's MLflow and W&B callbacks import their package when built: stand-ins record what they are given.
     for module, name in ((ray_mlflow, "MLflowLoggerCallback"), (ray_wandb, "WandbLoggerCallback")):
@@ -110,7 +110,9 @@ def test_a_sweep_gets_tunes_matching_callbacks(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "")
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    made = tune_callbacks(["wandb", "mlflow"], TrackingConfig(project="pdd"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no ``wandb login`` either
+    made = tune_callbacks(["wandb", "mlflow"], tmp_path, TrackingConfig(project="pdd"))
     assert made == [("WandbLoggerCallback", {"project": "pdd"}),
-                    ("MLflowLoggerCallback", {"tracking_uri": None, "experiment_name": "pdd"})]
+                    ("MLflowLoggerCallback", {"tracking_uri": f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}",
+                                              "experiment_name": "pdd"})]
     assert os.environ["WANDB_MODE"] == "offline"  # no API key: W&B runs offline

@@ -160,7 +160,7 @@ def run_config(plan: SweepPlan):
     # Tune's state is copied to storage_path at most every sync_period (default 300 s); a short period
     # means a killed sweep forgets at most a few seconds of trial statuses (the files are small).
     return tune.RunConfig(name=TUNE_NAME, storage_path=plan.storage_path, verbose=0,
-                          callbacks=[TrialLines(), *tune_callbacks(plan.config.logging, plan.config.tracking)],
+                          callbacks=[TrialLines(), *tune_callbacks(plan.config.logging, plan.work_dir, plan.config.tracking)],
                           sync_config=tune.SyncConfig(sync_period=STATE_SYNC_S),
                           failure_config=tune.FailureConfig(max_failures=0))
 
