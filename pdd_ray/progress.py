@@ -106,8 +106,7 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         """Count ``n`` more units; print a line when ``interval`` seconds passed since the last one."""
         self.n += n
-        if self.clock() - self._last >= self.interval:
-            self._print()
+        self.refresh()
 
     def set_postfix(self, ordered_dict=None, refresh: bool = True, **values) -> None:
         """Values shown at the end of the next line (``loss=0.12, lr=1e-2``)."""
@@ -118,7 +117,9 @@ class LineProgress:
         self.desc = desc or ""
 
     def refresh(self) -> None:
-        """Nothing to redraw: lines are printed by ``update`` and ``close``."""
+        """A line when ``interval`` seconds passed since the last one (callers that set ``n`` themselves)."""
+        if self.clock() - self._last >= self.interval:
+            self._print()
 
     def close(self) -> None:
         """Print the final line (once)."""

@@ -73,6 +73,16 @@ def test_lines_come_at_most_once_per_interval_then_one_final_line():
     assert lines[-1].startswith("stage 1/2: 1000/1000 it (100%)") and lines[-1].endswith("loss=0.5000")
 
 
+def test_a_count_set_directly_is_shown_on_refresh():
+    clock, out = FakeClock(), io.StringIO()
+    bar = LineProgress(total=10, desc="experts 0/2", unit="epoch", stream=out, interval=30, clock=clock)
+    bar.n = 4
+    bar.refresh()  # too soon: nothing
+    clock.now = 31
+    bar.refresh()
+    assert out.getvalue().startswith("experts 0/2: 4/10 epoch (40%)")
+
+
 def test_short_nested_work_left_out_stays_silent():
     clock, out = FakeClock(), io.StringIO()
     with LineProgress(total=5, stream=out, leave=False, clock=clock) as bar:
