@@ -11,8 +11,8 @@ from pdd_ray.data.bundle import create_dataset
 from pdd_ray.jobs.continual import run_continual
 
 RECIPE = Path(__file__).parents[2] / "tune_configs" / "continual_fashion_mnist.yaml"
-TINY_MTT = ["data.val_size=40", "data.train_per_class=null", "device=cpu", "augment.dsa=false", "model.width=4",
-            "model.depth=2", "phases.num_phases=2", "eval.runs=1", "eval.epochs=1", "selection.epochs=1",
+TINY_MTT = ["executor=process", "data.val_size=40", "data.train_per_class=null", "device=cpu", "augment.dsa=false",
+            "model.width=4", "model.depth=2", "phases.num_phases=2", "eval.runs=1", "eval.epochs=1", "selection.epochs=1",
             "selection.width=4", "distill.stages.iterations=2", "distill.stages.eval_every=2",
             "distill.stages.eval_epochs=1", "distill.stages.checkpoint_every=2", "distill.mtt.syn_steps=2",
             "distill.mtt.expert_epochs=1", "distill.mtt.max_start_epoch=1", "distill.experts.num_experts=1",
