@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import sys
+import types
 from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit
 
@@ -84,11 +85,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
 
 def _start_local(ray, num_cpus: int | None):
     """A fresh local Ray on loopback only ("local": even where `ray start` ran, which ray.init() would join)."""
-    from ray._private import ray_constants
-
+    try:  # Ray read the switch when it was imported: set its constant too (private; if it moves, the env is all)
+        from ray._private import ray_constants
+    except ImportError:
+        ray_constants = types.SimpleNamespace()
     previous = os.environ.get(LOOPBACK_ENV)
     os.environ[LOOPBACK_ENV] = "0"  # for Ray's own processes, which read it at start
-    was, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False  # read when Ray was imported
+    was = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
     auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
     notice = _DropTokenNotice()
     auth_log.addFilter(notice)

@@ -246,7 +246,7 @@ class MTTMatcher:
                             f"{needed - 1}); {store.directory} has {store.num_snapshots}. Lower max_start_epoch "
                             f"or train experts for {needed - 1} epochs")
         if forward.layout != store.layout:
-            raise UserError(f"the student model does not fit the experts of {store.directory}: "
+            raise UserError(f"the student model's parameter layout does not fit the experts of {store.directory}: "
                             f"{layout_difference(store.layout, forward.layout)}; use the experts' model settings")
 
     def plan(self, iteration: int, generator: torch.Generator) -> list[MTTWorkItem]:
