@@ -73,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a synthetic set for other tools")
     p.add_argument("directory")
-    p.add_argument("--to", choices=["parquet"], default="parquet")
-    p.add_argument("--out", help="output file (default DIR/synthetic.parquet)")
+    p.add_argument("--to", choices=["parquet", "pt", "folder"], default="parquet",
+                   help="parquet: a Hugging Face style table (PNG, label, stage, lr, exact values); "
+                        "pt: MTT/DATM/DD-Ranking tensor files; folder: ImageFolder class folders of PNGs")
+    p.add_argument("--out", help="output file (parquet) or new directory (pt, folder); default inside DIR")
+    p.add_argument("--stored", action="store_true",
+                   help="write the stored images of a multi-formation set, not the decoded ones it trains on")
 
     p = sub.add_parser("data", help="inspect or verify a dataset on disk")
     p.add_argument("action", choices=["info", "verify"])
@@ -228,8 +232,8 @@ def print_sweep_summary(summary: dict) -> None:
 
 
 def cmd_export(args) -> int:
-    from pdd_ray.export import export_parquet
-    print(f"wrote {export_parquet(args.directory, args.out)}")
+    from pdd_ray.export import export_set
+    print(f"wrote {export_set(args.directory, args.to, args.out, decoded=not args.stored)}")
     return 0
 
 
