@@ -81,6 +81,15 @@ def build_memory(config: ContinualConfig, builder: BuilderConfig, split: PhaseSp
     return synset
 
 
+def check_fits(config: ContinualConfig, split: PhaseSplit, data: DataBundle) -> None:
+    """Refuse, before any compute, a distillation builder whose stages need more images than a phase's class has."""
+    from pdd_ray.distill.driver import check_data_fits
+    for builder in (b for b in config.builders if not b.is_coreset):
+        run = config.run_config(builder)
+        for t in range(len(split.phases)):
+            check_data_fits(run, phase_bundle(data, split.classes(t)))
+
+
 def load_memory(config: ContinualConfig, builder: BuilderConfig, phase: int) -> synset_io.SyntheticSet:
     """A finished memory, read back."""
     return synset_io.load(ContinualDir.of(config).memory(builder.label, phase))
@@ -126,4 +135,4 @@ def _check_identity(marker: dict, wanted: dict, builder: BuilderConfig, phase: i
                         f"({', '.join(changed)} changed); use another out= or delete it to start over")
 
 
-__all__ = ["build_memory", "digest", "identity", "is_finished", "load_memory"]
+__all__ = ["build_memory", "check_fits", "digest", "identity", "is_finished", "load_memory"]

@@ -10,20 +10,30 @@ from __future__ import annotations
 from pdd_ray.continual.config import ContinualConfig
 from pdd_ray.continual.evaluate import evaluate_phases
 from pdd_ray.continual.executor import build_all
-from pdd_ray.continual.memory import load_memory
+from pdd_ray.continual.memory import check_fits, load_memory
 from pdd_ray.continual.report import write_outputs
 from pdd_ray.continual.split import PhaseSplit
 from pdd_ray.data.bundle import create_dataset
 from pdd_ray.jobs.run import run_evaluations
+from pdd_ray.locking import hold_directory
 from pdd_ray.train.loop import resolve_device, seed_everything
 
 
 def run_continual(config: ContinualConfig, progress: bool = True) -> dict:
-    """Memories of every builder and phase (resuming), then the per-phase evaluation and the result files."""
+    """Memories of every builder and phase (resuming), then the per-phase evaluation and the result files.
+
+    The run directory is locked meanwhile: a second process on the same ``out=`` gets one line.
+    """
+    with hold_directory(config.out, "continual"):
+        return _run_locked(config, progress)
+
+
+def _run_locked(config: ContinualConfig, progress: bool) -> dict:
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = create_dataset(config.data)
     split = PhaseSplit.of(config.phases, data.num_classes, config.seed)  # checked before any compute
+    check_fits(config, split, data)
     built = build_all(config, split, data, device, progress)
     memories = {b.label: [load_memory(config, b, t) for t in range(len(split.phases))] for b in config.builders}
     entries = evaluate_phases(config, split, data, memories,

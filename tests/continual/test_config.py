@@ -54,3 +54,11 @@ def test_mistakes_fail_in_one_line_before_any_compute(override, message):
     with pytest.raises(UserError, match=message) as caught:
         load_config(ContinualConfig, None, [*base, override])
     assert "\n" not in str(caught.value)
+
+
+def test_a_memory_larger_than_a_phase_class_is_refused_before_any_compute(make_config, monkeypatch):
+    import pdd_ray.jobs.continual as job
+    from pdd_ray.jobs.continual import run_continual
+    monkeypatch.setattr(job, "build_all", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(UserError, match="needs 30 training images per class"):
+        run_continual(make_config("memory.ipc=30", "builders=[{method: dc}]"), progress=False)
