@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from pdd_ray import synset as synset_io
 from pdd_ray.augment import make_augment
@@ -25,6 +24,7 @@ from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, check_device,
 from pdd_ray.errors import UserError
 from pdd_ray.experts.train import ExpertRecipe, train_expert
 from pdd_ray.models import model_factory
+from pdd_ray.progress import progress_bar
 from pdd_ray.selection.forgetting import save_scores
 from pdd_ray.storage import is_uri, prepare_output_dir, upload_directory
 
@@ -236,7 +236,7 @@ def _run_tasks(config, store, data, transition, todo, show_progress, after_save=
     pending = [task.remote(i, config, data.num_classes, train_ref, test_ref, transition_ref, starts.get(i), counter,
                            threads) for i in todo]
     total_epochs = len(todo) * config.recipe.epochs  # real-data epochs; the transition warm-up is not counted
-    bar = tqdm(total=total_epochs, desc=f"experts 0/{len(todo)}", unit="epoch", disable=not show_progress)
+    bar = progress_bar(total=total_epochs, desc=f"experts 0/{len(todo)}", unit="epoch", disable=not show_progress)
     done, failures = 0, []
     while pending:
         ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
