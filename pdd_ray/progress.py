@@ -179,7 +179,7 @@ def check_environment(level: str = "info") -> None:
     from pdd_ray.errors import UserError
     if level not in LOG_LEVELS:
         raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got '{level}'")
-    mode = os.environ.get(PROGRESS_ENV, "auto").strip().lower()
+    mode = os.environ.get(PROGRESS_ENV, "").strip().lower() or "auto"
     if mode not in PROGRESS_MODES:
         raise UserError(f"{PROGRESS_ENV} must be one of {', '.join(PROGRESS_MODES)}, got '{mode}'")
     interval = os.environ.get(INTERVAL_ENV)
@@ -203,4 +203,4 @@ def summary(message: str, logger: str = PACKAGE_LOGGER) -> None:
 
 
 __all__ = ["progress_bar", "progress_mode", "LineProgress", "configure_output", "configure_output_from_env",
-           "check_environment", "summary", "PROGRESS_ENV", "INTERVAL_ENV"]
+           "check_environment", "summary", "PROGRESS_ENV", "INTERVAL_ENV", "LOG_LEVEL_ENV"]
