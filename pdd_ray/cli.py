@@ -107,11 +107,9 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from pdd_ray.config import load_config
-    from pdd_ray.jobs.evaluate import EvaluateConfig, evaluate_directory
-    from pdd_ray.synset import read_manifest
-    read_manifest(args.directory)  # fail on a wrong directory before parsing anything expensive
-    config = load_config(EvaluateConfig, args.config, _overrides(args, EVALUATE_FLAGS))
+    from pdd_ray.jobs.evaluate import evaluate_config, evaluate_directory
+    # the run's own recipe from the set's manifest, under --config and key=value (a wrong DIR fails here)
+    config = evaluate_config(args.directory, args.config, _overrides(args, EVALUATE_FLAGS))
     from pdd_ray.cluster import call_on_cluster
     config.data_root = _absolute(config.data_root)  # the task may run on another node, in another directory
     entry = call_on_cluster(evaluate_directory, _absolute(args.directory), config, address=args.address)

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pdd_ray import synset as synset_io
-from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, from_dict, to_dict
+from pdd_ray.config import (AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, from_dict, merge_under,
+                            parse_override, read_yaml, set_dotted, to_dict, validate)
 from pdd_ray.data.registry import load_raw
 from pdd_ray.evaluation import EvalProtocol, EvalResult
+from pdd_ray.evaluation.recorded import SECTIONS, recorded_recipe
 from pdd_ray.models import model_factory
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.train.loop import resolve_device
@@ -27,6 +29,29 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         check_device(self.device)
+
+
+def evaluate_config(directory: str | Path, path: str | Path | None = None, overrides=()) -> EvaluateConfig:
+    """The set's recorded recipe (network, augmentation, protocol of its run) under the user's YAML and overrides.
+
+    So ``pdd-ray evaluate DIR`` reproduces the run's reported number unless told otherwise.
+    """
+    recipe = recorded_recipe(synset_io.read_manifest(directory).get("config"))
+    data = merge_under(recipe.to_dict(), read_yaml(path) if path is not None else {})
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(data, key, value)
+    config = from_dict(EvaluateConfig, data)
+    validate(config)
+    return config
+
+
+def recipe_origin(config: EvaluateConfig, synset) -> dict:
+    """Whether the set recorded its run's recipe, and which of its values this evaluation changed."""
+    recipe = recorded_recipe(synset.config).to_dict()
+    changed = [f"{name}.{key}" for name in SECTIONS for key, value in to_dict(getattr(config, name)).items()
+               if recipe[name].get(key) != value]
+    return {"recorded": recorded_recipe(synset.config).recorded, "changed": changed}
 
 
 def evaluate_directory(directory: str | Path, config: EvaluateConfig, progress: bool = True) -> dict:
@@ -66,6 +91,7 @@ def describe(result: EvalResult, config: EvaluateConfig, synset) -> dict:
     text = protocol.describe(num_stages=len(synset.stages)) + "; test accuracy on the dataset's test split"
     return {"result": result.to_dict(), "protocol": text,
             "epochs_per_net": protocol.total_epochs(len(synset.stages)), "config": to_dict(config),
+            "recipe": recipe_origin(config, synset),
             "synthetic_set": {"dataset": synset.dataset, "method": synset.method, "seed": synset.seed,
                               "stages": [_stage_entry(s) for s in synset.stages]},
             "versions": versions(), "created": now()}
