@@ -12,6 +12,7 @@ import json
 import sys
 
 from pdd_ray.errors import UserError
+from pdd_ray.progress import LOG_LEVELS, configure_output
 
 # flag -> dotted config key, per command
 BASELINE_FLAGS = {"dataset": "data.dataset", "data_root": "data.root", "method": "selection.method",
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["info", "verify"])
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--data-root", dest="data_root")
+    for command in sub.choices.values():  # on every subcommand: pdd-ray run --quiet ...
+        command.add_argument("--quiet", action="store_true",
+                             help="no progress and no summary lines; warnings and errors only")
+        command.add_argument("--log-level", dest="log_level", default="info", choices=LOG_LEVELS,
+                             help="summary lines (one per validation check and finished stage) are info; "
+                                  "choices: debug, info, warning, error (default info)")
     return parser
 
 
@@ -265,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from pdd_ray.cluster import command_scope
     try:
+        configure_output(args.quiet, args.log_level)  # before any compute: a bad PDD_RAY_PROGRESS is one line
         with command_scope():  # one Ray per command, however many stages ask for it
             return COMMANDS[args.command](args)
     except UserError as exc:

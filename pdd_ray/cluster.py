@@ -216,6 +216,8 @@ def check_fits(cpus: tuple[str, float], gpus: tuple[str, float] = ("", 0.0)) -> 
     """
     import ray
 
+    if not ray.is_initialized():  # no cluster to measure against (a caller that runs its tasks another way)
+        return
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     for resource, (key, need) in (("CPU", cpus), ("GPU", gpus)):
         most = max((r.get(resource, 0) for r in nodes), default=0)
