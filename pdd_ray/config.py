@@ -191,11 +191,10 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple = ()) -> C:
-    """Build ``cls`` from an optional YAML file plus ``key=value`` overrides, then validate it."""
-    data: dict = {}
-    if path is not None:
-        data = read_yaml(path)
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple = (),
+                base: dict | None = None) -> C:
+    """Build ``cls`` from ``base`` under an optional YAML file under ``key=value`` overrides, then validate it."""
+    data = merge_under(base or {}, read_yaml(path) if path is not None else {})
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(data, key, value)

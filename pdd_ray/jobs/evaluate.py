@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pdd_ray import synset as synset_io
-from pdd_ray.config import (AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, from_dict, merge_under,
-                            parse_override, read_yaml, set_dotted, to_dict, validate)
+from pdd_ray.config import (AugmentConfig, DataConfig, EvalConfig, ModelConfig, check_device, from_dict, load_config,
+                            to_dict)
 from pdd_ray.data.registry import load_raw
 from pdd_ray.evaluation import EvalProtocol, EvalResult
 from pdd_ray.evaluation.recorded import SECTIONS, recorded_recipe
@@ -37,13 +37,7 @@ def evaluate_config(directory: str | Path, path: str | Path | None = None, overr
     So ``pdd-ray evaluate DIR`` reproduces the run's reported number unless told otherwise.
     """
     recipe = recorded_recipe(synset_io.read_manifest(directory).get("config"))
-    data = merge_under(recipe.to_dict(), read_yaml(path) if path is not None else {})
-    for item in overrides:
-        key, value = parse_override(item)
-        set_dotted(data, key, value)
-    config = from_dict(EvaluateConfig, data)
-    validate(config)
-    return config
+    return load_config(EvaluateConfig, path, overrides, base=recipe.to_dict())
 
 
 def recipe_origin(config: EvaluateConfig, synset) -> dict:
