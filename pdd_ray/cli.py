@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         for flag in RUN_FLAGS:
             p.add_argument("--" + flag.replace("_", "-"), dest=flag)
 
+    p = sub.add_parser("continual", help="class-incremental learning with distilled memories (paper Sec. 5.5)",
+                       description="pdd-ray continual --config CFG.yaml [key=value ...]; re-run to resume")
+    p.add_argument("--config", required=True,
+                   help="YAML config (ContinualConfig), e.g. tune_configs/continual_fashion_mnist.yaml")
+
     p = sub.add_parser("sweep", help="sweep PDD settings with Ray Tune (grid / sampled, ASHA); re-run to resume",
                        description="pdd-ray sweep --config SWEEP.yaml [--address ADDR] [key=value ...] | "
                                    "pdd-ray sweep --report SWEEP_OUT")
@@ -203,6 +208,21 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_continual(args) -> int:
+    from pdd_ray.config import load_config
+    from pdd_ray.continual.config import ContinualConfig
+    from pdd_ray.jobs.continual import run_continual
+    config = load_config(ContinualConfig, args.config, args.overrides)
+    summary = run_continual(config)
+    print(f"{'memory':<28} {'average incremental %':>22} {'last phase %':>16}")
+    for name, entry in summary["builders"].items():
+        average, last = entry["average_incremental"], entry["last"]
+        print(f"{name:<28} {100 * average['mean']:>14.2f} ± {100 * average['std']:.2f} "
+              f"{100 * last['mean']:>9.2f} ± {100 * last['std']:.2f}")
+    print(f"report: {config.out}/report.md")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     """Run (or resume) a sweep, or with ``--report`` rebuild its table and heatmap; 1 if a trial is unfinished."""
     from pdd_ray.sweep import load_sweep_config, report_sweep, run_sweep
@@ -254,11 +274,12 @@ def cmd_data(args) -> int:
     return 0 if not problems else 1
 
 
-COMMANDS = {"baseline": cmd_baseline, "evaluate": cmd_evaluate, "experts": cmd_experts, "run": cmd_run,
+COMMANDS = {"baseline": cmd_baseline, "continual": cmd_continual, "evaluate": cmd_evaluate, "experts": cmd_experts,
+            "run": cmd_run,
             "distill": cmd_run, "sweep": cmd_sweep, "export": cmd_export, "data": cmd_data}
 
 
-TAKES_OVERRIDES = ("baseline", "evaluate", "experts", "run", "distill", "sweep")
+TAKES_OVERRIDES = ("baseline", "continual", "evaluate", "experts", "run", "distill", "sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
