@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from pdd_ray.errors import UserError
+from pdd_ray.locking import LOCK_NAME
 
 CACHE_ENV = "PDD_RAY_CACHE"
 MANIFEST = "manifest.json"
@@ -143,8 +144,9 @@ def _list_files(filesystem, root: str, label, missing_ok: bool) -> dict:
 
 
 def _is_temp(name: str) -> bool:
-    # The store's atomic writes (".expert_00001.arrow.x.tmp") and this module's (".name.x.partial").
-    return name.startswith(".") and name.endswith((".tmp", ".partial"))
+    # The store's atomic writes (".expert_00001.arrow.x.tmp") and this module's (".name.x.partial"), and the
+    # lock of the local copy: it belongs to this machine's process, so a mirror elsewhere must never inherit it.
+    return (name.startswith(".") and name.endswith((".tmp", ".partial"))) or name == LOCK_NAME
 
 
 def _up_to_date(source, copy) -> bool:

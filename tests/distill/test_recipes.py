@@ -6,7 +6,7 @@ from pdd_ray.config import load_config
 from pdd_ray.distill.config import DistillConfig
 
 RECIPES = sorted(p for p in (Path(__file__).parents[2] / "tune_configs").glob("*.yaml")
-                 if not p.name.startswith(("experts_", "sweep_", "cluster")))
+                 if not p.name.startswith(("experts_", "sweep_", "cluster", "continual_")))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)

@@ -100,17 +100,22 @@ def test_forgetting_counts_and_buffers_begun_with_the_full_recipe_keep_every_epo
     assert experts_config(config, 0).recipe.epochs == 50  # resumed as begun, or its recipe would not match
 
 
-def test_a_recipe_reading_past_matching_is_warned_about_once_before_compute(tmp_path, caplog):
+def test_a_recipe_reading_past_matching_is_warned_about_once_before_compute(tmp_path, caplog, monkeypatch):
     from pdd_ray.distill import transitions
     transitions._warned.clear()
+    monkeypatch.setattr(transitions, "ensure_experts", lambda *a, **k: None)  # the compute that follows the warning
+
     with caplog.at_level("WARNING", logger="pdd_ray.distill.transitions"):
+        config = _config(tmp_path, "experts.recipe.epochs=50")
+        assert not caplog.records  # validation alone says nothing (a sweep validates every trial)
         for _ in range(2):
-            _config(tmp_path, "experts.recipe.epochs=50")
+            config.base.before_stage(config, None, 0, progress=False)
     warnings = [r for r in caplog.records if "matching reads epochs 0..5" in r.getMessage()]
     assert len(warnings) == 1 and "train 5 epochs" in warnings[0].getMessage()
     caplog.clear()
     with caplog.at_level("WARNING", logger="pdd_ray.distill.transitions"):
-        _config(tmp_path, "experts.recipe.epochs=5")
+        config = _config(tmp_path, "experts.recipe.epochs=5")
+        config.base.before_stage(config, None, 0, progress=False)
     assert not caplog.records
 
 

@@ -49,8 +49,6 @@ class MTT(BaseMethod):
             raise UserError("stages.forgetting_curriculum needs experts.track_forgetting=true "
                             "(the stage-1 experts count the forgetting events)")
         self._check_batch_split(config)
-        from pdd_ray.distill.transitions import warn_unread_epochs
-        warn_unread_epochs(config)
 
     @staticmethod
     def _check_batch_split(config) -> None:
@@ -65,7 +63,9 @@ class MTT(BaseMethod):
 
     def before_stage(self, config, data, index: int, progress: bool, finished: list | None = None) -> None:
         from pdd_ray.distill.curriculum import stage_partition
-        from pdd_ray.distill.transitions import chained, ensure_experts
+        from pdd_ray.distill.transitions import chained, ensure_experts, warn_unread_epochs
+        if index == 0:  # said when the run starts, not on every validation (a sweep validates each trial)
+            warn_unread_epochs(config)
         # Chained experts of a forgetting curriculum train on their stage's partition.
         partition = stage_partition(config, data, index) if chained(config, index) else None
         ensure_experts(config, index, progress, partition, data=data, finished=finished)
