@@ -69,7 +69,7 @@ def read_manifest_file(directory: str | Path, fmt: str, what: str, name: str = "
     from pdd_ray.errors import UserError
     path = Path(directory) / name
     if not path.is_file():
-        raise UserError(f"{directory} is not {what}: no {name}")
+        raise UserError(f"{directory} is not a pdd-ray {what} directory: no {name}")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
