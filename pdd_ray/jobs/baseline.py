@@ -9,11 +9,10 @@ import torch
 from pdd_ray import synset as synset_io
 from pdd_ray.config import BaselineConfig, to_dict
 from pdd_ray.data.bundle import create_dataset
-from pdd_ray.augment import make_augment
 from pdd_ray.locking import hold_directory
-from pdd_ray.models import model_factory
 from pdd_ray.jobs.evaluate import EvaluateConfig, describe, record_result, run_protocol
-from pdd_ray.selection import SelectionContext, save_scores, select
+from pdd_ray.selection import save_scores
+from pdd_ray.selection.coreset import coreset_stage
 from pdd_ray.train.loop import resolve_device, seed_everything
 from pdd_ray.visualize import save_image_grid
 
@@ -30,13 +29,7 @@ def _run_locked(config: BaselineConfig, progress: bool) -> dict:
     data = create_dataset(config.data)
     out = Path(config.out)
     sel = config.selection
-    context = SelectionContext(
-        make_model=model_factory(config.model, data.image_shape, data.num_classes, device, width=sel.width),
-        epochs=sel.epochs, lr=sel.lr, batch_size=sel.batch_size, augment=make_augment(config.augment),
-        seed=config.seed, device=device)
-    chosen = select(sel.method, data.train, sel.ipc, context)
-    stage = synset_io.Stage(data.train.images[chosen], data.train.labels[chosen], lr=None,
-                            info={"source": f"coreset:{sel.method}"})
+    stage, context = coreset_stage(data.train, sel, config.model, config.augment, config.seed, device)
     synset = synset_io.SyntheticSet(data.name, data.num_classes, data.class_names, data.preprocessor, [stage],
                                     method=f"coreset:{sel.method}", config=to_dict(config), seed=config.seed)
     synset_io.save(synset, out)
@@ -45,7 +38,7 @@ def _run_locked(config: BaselineConfig, progress: bool) -> dict:
     if context._trained is not None:
         _, scores = context.scorer(data.train)
         save_scores(out / "forgetting.safetensors", scores, data.train_indices)
-    summary = {"out": str(out), "method": sel.method, "ipc": sel.ipc, "count": len(chosen)}
+    summary = {"out": str(out), "method": sel.method, "ipc": sel.ipc, "count": len(stage.labels)}
     if config.evaluate:
         summary["eval"] = _evaluate(synset, data, config, device, progress)
     return summary
