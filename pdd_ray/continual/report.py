@@ -22,7 +22,7 @@ from pdd_ray.continual.evaluate import VARIANT, base_protocol
 from pdd_ray.continual.layout import ContinualDir
 from pdd_ray.continual.split import PhaseSplit
 from pdd_ray.provenance import atomic_write, now, versions, write_json
-from pdd_ray.visualize import save_accuracy_plot
+from pdd_ray.visualize import png_text, save_accuracy_plot
 
 
 def incremental_metrics(phases: list[dict]) -> dict:
@@ -64,7 +64,7 @@ def write_outputs(config: ContinualConfig, split: PhaseSplit, entries: dict[str,
     save_accuracy_plot({k: [p["mean"] for p in v["phases"]] for k, v in record["builders"].items()}, paths.plot,
                        xlabel="phase", errors={k: [p["std"] for p in v["phases"]] for k, v in record["builders"].items()},
                        title=f"{config.data.dataset}: {len(split.phases)} phases, memory {config.memory.ipc} ipc",
-                       metadata=_png_text(record))
+                       metadata=png_text(record["protocol"], "pdd-ray continual", record))
     atomic_write(paths.report, lambda tmp: tmp.write_text(render_report(config, record)))
     return record
 
@@ -104,11 +104,6 @@ def render_report(config: ContinualConfig, record: dict) -> str:
 
 def _pm(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-
-def _png_text(record: dict) -> dict[str, str]:
-    return {"Description": record["protocol"], "Source": "pdd-ray continual",
-            "Comment": json.dumps({k: record[k] for k in ("config", "seed", "versions", "precision")}, default=str)}
 
 
 __all__ = ["incremental_metrics", "protocol_text", "render_csv", "render_report", "write_outputs"]

@@ -211,10 +211,15 @@ class EvalResult:
         """Mean accuracy after each phase (the accuracy-vs-stage curve)."""
         return [statistics.fmean(col) for col in zip(*self.per_run)]
 
+    def per_phase_std(self) -> list[float]:
+        """Population std over runs of the accuracy after each phase (the curve's error bars; 0 for one run)."""
+        return [statistics.pstdev(col) if len(col) > 1 else 0.0 for col in zip(*self.per_run)]
+
     def to_dict(self) -> dict:
         """JSON form, with the summary numbers spelled out."""
         out = {"mode": self.mode, "mean": self.mean, "std": self.std, "runs": len(self.per_run),
-               "final": self.final, "per_phase_mean": self.per_phase_mean(), "per_run": self.per_run}
+               "final": self.final, "per_phase_mean": self.per_phase_mean(), "per_phase_std": self.per_phase_std(),
+               "per_run": self.per_run}
         if self.checkpoints > 0:
             best = [run[-1] for run in self.best_per_run]
             out["best_over_checkpoints"] = {

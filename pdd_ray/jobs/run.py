@@ -29,7 +29,7 @@ from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
 from pdd_ray.tracking import create_tracker
 from pdd_ray.train.loop import resolve_device, seed_everything
-from pdd_ray.visualize import save_accuracy_plot
+from pdd_ray.visualize import Reference, png_text, save_accuracy_plot
 
 
 
@@ -144,9 +144,13 @@ def report(config: DistillConfig, data, synset, results: dict[str, EvalResult]) 
                "config": to_dict(config), "seed": config.seed, "versions": versions(), "created": now()}
     paths = RunDir.of(config)
     write_json(paths.metrics, metrics)
-    save_accuracy_plot({f"PDD ({config.method})": pdd.per_phase_mean()}, paths.accuracy_plot,
-                       title=f"{data.name}: {len(synset.stages)} stages x ipc {config.stages.ipc}; "
-                             f"random real at ipc {total_ipc}: {100 * random.mean:.1f}%")
+    label = f"PDD ({config.method})"
+    save_accuracy_plot({label: pdd.per_phase_mean()}, paths.accuracy_plot, errors={label: pdd.per_phase_std()},
+                       references={f"random real, ipc {total_ipc}, {baseline.total_epochs(1)} epochs":
+                                   Reference(random.mean, random.std)},
+                       chance=1 / data.num_classes, metadata=png_text(metrics["protocol"], "pdd-ray run", metrics),
+                       title=f"{data.name}: {len(synset.stages)} stages x ipc {config.stages.ipc} "
+                             f"(mean ± std over {len(pdd.per_run)} runs)")
     paths.report.write_text(render_report(config, metrics))
     return metrics
 

@@ -80,3 +80,25 @@ def test_ray_executor_reports_the_in_process_numbers(tmp_path, tiny_fashion_root
         for ours, theirs in zip(remote[name]["per_run"], here[name]["per_run"], strict=True):
             assert ours == pytest.approx(theirs, abs=1e-6)
     assert remote["executor"]["eval"] == "ray"
+
+
+def test_accuracy_plot_shows_error_bars_the_random_baseline_and_carries_provenance(tmp_path, tiny_fashion_root,
+                                                                                  monkeypatch):
+    from PIL import Image
+
+    import pdd_ray.jobs.run as run
+    drawn = {}
+    real_save = run.save_accuracy_plot
+    monkeypatch.setattr(run, "save_accuracy_plot", lambda *a, **k: drawn.update(k) or real_save(*a, **k))
+    config, data, synset = _setup(tiny_fashion_root, tmp_path / "run", "eval.runs=2")
+    metrics = evaluate_and_report(config, data, synset, torch.device("cpu"), progress=False)
+    (errors,) = drawn["errors"].values()
+    assert errors == pytest.approx(metrics["pdd"]["per_phase_std"]) and len(errors) == 3
+    (reference,) = drawn["references"].values()
+    assert (reference.mean, reference.std) == (metrics["random_real"]["mean"], metrics["random_real"]["std"])
+    assert drawn["chance"] == pytest.approx(0.1)
+    with Image.open(tmp_path / "run" / "accuracy_vs_stage.png") as img:
+        assert img.text["Description"] == metrics["protocol"] and img.text["Source"] == "pdd-ray run"
+        provenance = json.loads(img.text["Comment"])
+    assert provenance["seed"] == config.seed and provenance["config"]["eval"]["runs"] == 2
+    assert "torch" in provenance["versions"]
