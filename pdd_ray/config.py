@@ -7,7 +7,9 @@ a bad value costs the user one line of error, not a half-finished run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -224,13 +226,69 @@ def read_yaml(path: str | Path) -> dict:
 def parse_override(item: str) -> tuple[str, Any]:
     """``"a.b=3"`` -> ``("a.b", 3)``; the value is parsed as YAML (numbers, bools, null, lists)."""
     if "=" not in item:
-        raise UserError(f"override '{item}' must look like key=value")
+        hint = override_hint(item)
+        raise UserError(f"override '{item}' must look like key=value" + (f"; did you mean '{hint}'?" if hint else ""))
     key, raw = item.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+# A dotted config key as users type it (stages.ipc, experts.recipe.epochs).
+KEY_SHAPE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def override_hint(word: str, following: str | None = None) -> str | None:
+    """The ``key=value`` the user most likely meant by ``word`` (and the ``following`` word), else None.
+
+    Catches the YAML habit ``stages.ipc:2`` / ``stages.ipc: 2`` and the shell habit
+    ``stages.ipc 2``; ``following`` is the next word on the command line, if any.
+    """
+    key, colon, value = word.partition(":")
+    if not KEY_SHAPE.fullmatch(key) or value.startswith("/"):  # s3://bucket is a URI, not key:value
+        return None
+    value = value or (following or "")
+    if colon or following is not None:
+        return f"{key}={value or 'VALUE'}"
+    return None
+
+
+def suggest_key(key: str, known: list[str]) -> str | None:
+    """The known dotted key closest to a mistyped ``key`` (difflib), or None when nothing is close."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable dotted key of config dataclass ``cls``: sections and their fields, depth first."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        keys.append(prefix + f.name)
+        section = _section_type(hints[f.name])
+        if section is not None:
+            keys += dotted_keys(section, f"{prefix}{f.name}.")
+    return keys
+
+
+def _section_type(hint) -> type | None:
+    # A nested config (or an optional one): its fields are dotted keys too.
+    if dataclasses.is_dataclass(hint):
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        sections = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        return sections[0] if sections else None
+    return None
+
+
+def _first_leaf(key: str, value) -> str:
+    # A mistyped section (stage: {ipc: 2}) is matched as the key the user wrote in full: stage.ipc.
+    while isinstance(value, dict) and value:
+        sub, value = next(iter(value.items()))
+        key = f"{key}.{sub}"
+    return key
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
@@ -256,9 +314,19 @@ def from_dict(cls: type[C], data: dict, where: str = "") -> C:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise UserError(f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}")
+        raise UserError(_unknown_key_message(cls, where, unknown[0], data[unknown[0]]))
     kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in data.items()}
     return cls(**kwargs)
+
+
+def _unknown_key_message(cls: type, where: str, name: str, value) -> str:
+    """'unknown config key', with the closest known key (stages.ipcc -> stages.ipc), else the valid keys here."""
+    key = _first_leaf(f"{where}{name}", value)
+    hint = suggest_key(key, dotted_keys(cls, where))
+    if hint is not None:
+        return f"unknown config key '{key}'; did you mean '{hint}'?"
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    return f"unknown config key '{key}'; valid keys here: {', '.join(names)}"
 
 
 def _coerce(hint, value, where: str):

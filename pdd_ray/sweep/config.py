@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pdd_ray.config import from_dict, load_config, read_yaml
+from pdd_ray.config import from_dict, load_config, parse_override, read_yaml
 from pdd_ray.errors import UserError
 from pdd_ray.storage import is_uri
 from pdd_ray.tracking import TrackingConfig, check_backends
@@ -75,7 +75,7 @@ class AshaConfig:
 class SweepConfig:
     """``pdd-ray sweep``: a base run config, what to vary (grid / sampled), and the Tune settings."""
 
-    base: str | None = None  # a DistillConfig YAML (relative to the working dir, else to the sweep file)
+    base: str | None = None  # a DistillConfig YAML; relative to the sweep file's folder (see ``find_base``)
     overrides: list[str] = field(default_factory=list)  # key=value applied to every trial
     out: str = "runs/sweep"  # sweep directory (made absolute), or a URI (s3://...) for Tune's state
     work_dir: str | None = None  # buffer, trial runs and results when out is a URI (default: out)
@@ -112,7 +112,7 @@ class SweepConfig:
         """Raise UserError naming the first bad field (every trial's run config is checked later, in the plan)."""
         if self.base is None:
             raise UserError("base must name a run config YAML (a DistillConfig), e.g. "
-                            "base: tune_configs/pdd_idc_fashion_mnist_ipc10.yaml")
+                            "base: pdd_idc_fashion_mnist_ipc10.yaml (next to the sweep file)")
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise UserError(f"grid.{key} must be a non-empty list of values, got {values!r}")
@@ -182,18 +182,30 @@ def load_sweep_config(path: str | Path | None, overrides: list[str] | tuple = ()
         config.out = str(Path(config.out).expanduser().resolve())
     if config.work_dir is not None:
         config.work_dir = str(Path(config.work_dir).expanduser().resolve())
-    config.base = str(_find_base(config.base, path))
+    # base=... typed on the command line is a path the user typed here: the working directory's.
+    typed = any(parse_override(item)[0] == "base" for item in overrides)
+    config.base = str(find_base(config.base, None if typed else path))
     return config
 
 
-def _find_base(base: str, sweep_file: str | Path | None) -> Path:
-    candidates = [Path(base).expanduser()]
-    if sweep_file is not None and not Path(base).is_absolute():
-        candidates.append(Path(sweep_file).parent / base)
+def find_base(base: str, sweep_file: str | Path | None) -> Path:
+    """The base run config: relative to the folder of the sweep YAML that names it, like an include.
+
+    So a sweep file and its base travel together and run from any directory. A
+    relative ``base`` not found there is still looked for in the working directory
+    (where sweep files once named it from, e.g. ``base: tune_configs/x.yaml``); with
+    no sweep file (``base=`` typed on the command line) the working directory is the
+    only place.
+    """
+    path = Path(base).expanduser()
+    candidates = [path]
+    if sweep_file is not None and not path.is_absolute():
+        candidates.insert(0, Path(sweep_file).parent / path)
+    candidates = list(dict.fromkeys(candidates))  # a sweep file in the working directory: one place, said once
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    raise UserError(f"base config not found: {base}")
+    raise UserError(f"base config not found: {base} (looked for {', '.join(map(str, candidates))})")
 
 
 def base_dict(config: SweepConfig) -> dict:

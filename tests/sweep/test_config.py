@@ -24,6 +24,42 @@ def test_out_becomes_absolute_and_base_is_found_next_to_the_sweep_file(tmp_path,
     assert config.base == str(tiny_base)
 
 
+def _two_bases(tmp_path, tiny_base) -> Path:
+    """sweeps/sweep.yaml naming base.yaml, with a different base.yaml in both sweeps/ and the working dir."""
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "base.yaml").write_text(tiny_base.read_text())
+    (tmp_path / "sweeps" / "sweep.yaml").write_text("base: base.yaml\n")
+    return tmp_path / "sweeps" / "sweep.yaml"
+
+
+def test_base_next_to_the_sweep_file_wins_over_one_in_the_working_directory(tmp_path, tiny_base, monkeypatch):
+    sweep = _two_bases(tmp_path, tiny_base)
+    monkeypatch.chdir(tmp_path)  # tmp_path/base.yaml (tiny_base) is there too
+    assert load_sweep_config(sweep).base == str(tmp_path / "sweeps" / "base.yaml")
+
+
+def test_base_typed_on_the_command_line_is_relative_to_the_working_directory(tmp_path, tiny_base, monkeypatch):
+    sweep = _two_bases(tmp_path, tiny_base)
+    monkeypatch.chdir(tmp_path)
+    assert load_sweep_config(sweep, ["base=base.yaml"]).base == str(tiny_base)
+
+
+def test_a_base_only_in_the_working_directory_is_still_found(tmp_path, tiny_base, monkeypatch):
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "sweep.yaml").write_text("base: base.yaml\n")  # the older cwd-relative spelling
+    monkeypatch.chdir(tmp_path)
+    assert load_sweep_config(tmp_path / "sweeps" / "sweep.yaml").base == str(tiny_base)
+
+
+def test_a_missing_base_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "sweep.yaml").write_text("base: nowhere.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="base config not found") as caught:
+        load_sweep_config(tmp_path / "sweeps" / "sweep.yaml")
+    assert str(Path("sweeps") / "nowhere.yaml") in str(caught.value)
+
+
 def test_a_uri_out_is_passed_through_and_needs_a_work_dir(write_sweep, tmp_path):
     config = load_sweep_config(write_sweep(out="s3://bucket/sweeps/a", work_dir=str(tmp_path / "w")))
     assert config.out == "s3://bucket/sweeps/a" and config.work_dir == str(tmp_path / "w")
