@@ -8,6 +8,7 @@
     test = torchvision.datasets.FashionMNIST("data", train=False, transform=ds.transform)
     print(ds.lrs, ds.recipe.protocol().describe())     # learned lrs, the evaluation recipe in words
     print(pdd_ray.evaluate(ds).mean)                   # the run's own protocol, as `pdd-ray evaluate`
+    pdd_ray.evaluate(ds, figures=["dd-ranking"]).figures  # + random real at equal budget, no augmentation
 
 ``ds.transform`` maps a real image (PIL, H x W (x C) uint8 array, or a C x H x W tensor in
 [0, 1]) into the space the synthetic images live in (the set's own normalisation or ZCA,
@@ -18,7 +19,7 @@ Like ``cli.py`` this module sits above the jobs it calls; library code never imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from pdd_ray.data.preprocess import Preprocessor
 from pdd_ray.errors import UserError
 from pdd_ray.evaluation import EvalResult
 from pdd_ray.evaluation.recorded import RecordedRecipe, recorded_recipe
-from pdd_ray.jobs.evaluate import load_test_split
+from pdd_ray.jobs.evaluate import expand_figures, extra_figures, load_test_split
 from pdd_ray.models import model_factory
 from pdd_ray.train.loop import resolve_device
 
@@ -130,19 +131,23 @@ class Evaluated:
     result: EvalResult
     protocol: str
     recipe: RecordedRecipe
+    figures: dict = field(default_factory=dict)  # the asked-for extra figures, as in eval.json's "figures"
 
     mean = property(lambda self: self.result.mean, doc="Mean final test accuracy over runs (a fraction).")
     std = property(lambda self: self.result.std, doc="Population std of the final accuracy over runs.")
 
 
 def evaluate(source: str | Path | DistilledSet, *, overrides: dict | None = None, data_root: str | None = None,
-             device: str = "auto", progress: bool = False) -> Evaluated:
+             device: str = "auto", progress: bool = False, figures=()) -> Evaluated:
     """Train fresh networks on a distilled set with its run's recorded recipe; test accuracy.
 
     ``overrides`` changes the recipe by dotted keys (``{"eval.runs": 3, "model.width": 64}``);
-    ``data_root`` points at the dataset when it is not where the run read it.
+    ``data_root`` points at the dataset when it is not where the run read it. ``figures``: extra
+    figures as ``pdd-ray evaluate --figures`` computes them (``random-real``, ``no-aug``,
+    ``full-real``, ``dd-ranking``; see ``pdd_ray.jobs.evaluate``), in ``Evaluated.figures``.
     """
     ds = source if isinstance(source, DistilledSet) else load(source)
+    expand_figures(figures)  # an unknown name fails before any training
     recipe = ds.recipe.with_overrides(overrides or {})
     protocol = recipe.protocol()
     run_device = resolve_device(device)
@@ -150,4 +155,6 @@ def evaluate(source: str | Path | DistilledSet, *, overrides: dict | None = None
     make_model = model_factory(recipe.model, ds.image_shape, ds.num_classes, run_device)
     result = protocol.evaluate(ds.stages, test, make_model, progress=progress, device=run_device)
     text = protocol.describe(num_stages=len(ds.stages)) + "; test accuracy on the dataset's test split"
-    return Evaluated(result, text, recipe)
+    extra = (extra_figures(ds.synset, test, recipe, result, figures, run_device, data_root, progress)
+             if figures else {})
+    return Evaluated(result, text, recipe, extra)

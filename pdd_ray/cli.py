@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help=ON_CLUSTER_HELP)
     for flag in EVALUATE_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
+    p.add_argument("--figures", nargs="+", metavar="FIGURE",
+                   help="extra figures beside the set's accuracy, each under the set's protocol (none by default); "
+                        "choices: random-real (random real images, as many per class, same epochs: the improvement "
+                        "over them), no-aug (the set with augmentation off), full-real (the whole real training "
+                        "split), dd-ranking (random-real and no-aug)")
 
     p = sub.add_parser("experts", help="train an expert-trajectory buffer with Ray, or inspect one",
                        description="pdd-ray experts --config CFG [key=value ...] --out DIR | pdd-ray experts inspect DIR")
@@ -121,11 +126,15 @@ def cmd_baseline(args) -> int:
 def cmd_evaluate(args) -> int:
     from pdd_ray.jobs.evaluate import evaluate_config, evaluate_directory
     # the run's own recipe from the set's manifest, under --config and key=value (a wrong DIR fails here)
-    config = evaluate_config(args.directory, args.config, _overrides(args, EVALUATE_FLAGS))
+    figures = [f"figures=[{','.join(args.figures)}]"] if args.figures else []  # validated with the config
+    config = evaluate_config(args.directory, args.config, figures + _overrides(args, EVALUATE_FLAGS))
     from pdd_ray.cluster import call_on_cluster
     config.data_root = _absolute(config.data_root)  # the task may run on another node, in another directory
     entry = call_on_cluster(evaluate_directory, _absolute(args.directory), config, address=args.address)
     print_eval_table({f"{config.model.arch}/{config.eval.mode}": entry})
+    if "figures" in entry:
+        from pdd_ray.jobs.evaluate import figures_table
+        print("\n".join(figures_table(entry)))
     print(f"results in {args.directory}/eval.json")
     return 0
 

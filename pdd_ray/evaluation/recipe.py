@@ -83,6 +83,17 @@ class EvalProtocol:
             raise ValueError(f"cannot train exactly {total} epochs under the '{self.schedule}' schedule")
         return budgeted
 
+    def equal_budget(self, num_stages: int) -> "EvalProtocol":
+        """One union phase training as many epochs as this protocol trains over ``num_stages`` stages.
+
+        How real-image references (random real, the full training split) are trained beside a set.
+        """
+        return self.with_budget(self.total_epochs(num_stages))
+
+    def without_augmentation(self) -> "EvalProtocol":
+        """This protocol with DSA and CutMix off (DD-Ranking's 'without augmentation' figure)."""
+        return self.replace(augment=None, cutmix=0.0)
+
     def train(self, model: nn.Module, phases: list[Phase], generator: torch.Generator | None = None,
               optimizer: torch.optim.Optimizer | None = None,
               after_phase: Callable[[int, nn.Module], None] | None = None, progress: bool = False) -> nn.Module:
