@@ -3,7 +3,8 @@
 Extra figures, only when asked (``figures``; ``--figures`` on the command line), each
 trained under the set's own protocol and scored on the test split:
 
-    random-real  random real images, as many per class as the set has in all its stages,
+    random-real  random real images, as many per class as the set stores in all its stages
+                 (a multi-formation set: its stored images, as the run's baseline counts them),
                  drawn (seeded by the set's seed) from the training split the set was made
                  from, trained as one union phase as long as the set's networks train (the
                  run's equal-budget baseline); ``set_minus_this`` is the improvement over it
