@@ -3,14 +3,21 @@
 Flags such as ``--ipc 10`` are shorthands for ``key=value`` overrides
 (``selection.ipc=10``); any config key can be overridden that way. User
 mistakes end in one ``error:`` line and exit status 2, before compute starts.
+The long training commands (``run``, ``distill``, ``experts``) need ``--config``:
+a recipe, or ``default`` for the built-in (full-size, hours-long) defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from functools import partial
+from pathlib import Path
+from typing import Callable
 
+from pdd_ray import __version__
 from pdd_ray.errors import UserError
 from pdd_ray.progress import LOG_LEVELS, configure_output
 
@@ -29,11 +36,71 @@ RUN_FLAGS = {"out": "out", "method": "method", "address": "address", "buffer": "
 
 ON_CLUSTER_HELP = "run the job as one Ray task on this cluster (a GPU if it has one); default: RAY_ADDRESS, else here"
 
+CONFIG_FLAGS = {"baseline": BASELINE_FLAGS, "evaluate": EVALUATE_FLAGS, "experts": EXPERTS_FLAGS, "run": RUN_FLAGS,
+                "distill": RUN_FLAGS}
+
+# --config default: the config class's own defaults, asked for by name (a file called "default": ./default).
+DEFAULTS = "default"
+# What to start from, per long training command, when --config is missing.
+RECIPES = {"run": "tune_configs/quickstart_fashion_mnist.yaml", "distill": "tune_configs/quickstart_fashion_mnist.yaml",
+           "experts": "tune_configs/experts_fashion_mnist.yaml"}
+# The commands whose config `config show` resolves, in the order it tries them when --kind is not given.
+CONFIG_KINDS = ("run", "experts", "continual", "sweep", "baseline")
+
+
+def _registry_names(module: str, name: str) -> Callable[[], list[str]]:
+    """The names of registry ``module.name``, looked up when asked (the registries import torch)."""
+    def names() -> list[str]:
+        import importlib
+        return getattr(importlib.import_module(module), name).names()
+    return names
+
+
+def _eval_modes() -> list[str]:
+    from pdd_ray.config import EVAL_MODES
+    return list(EVAL_MODES)
+
+
+# Config key -> its choices, shown in --help as argparse shows `choices`. They are not argparse choices:
+# the config check refuses a bad value in one line that lists them, as it does for key=value.
+KEY_CHOICES: dict[str, Callable[[], list[str]]] = {
+    "data.dataset": _registry_names("pdd_ray.data.registry", "DATASETS"),
+    "selection.method": _registry_names("pdd_ray.selection", "SELECTORS"),
+    "method": _registry_names("pdd_ray.distill.methods", "METHODS"),
+    "model.arch": _registry_names("pdd_ray.models", "MODELS"),
+    "eval.mode": _eval_modes,
+    "device": lambda: ["auto", "cpu", "cuda", "cuda:N"],
+}
+
+
+class ChoicesFormatter(argparse.HelpFormatter):
+    """Shows a flag's ``choice_names`` as ``{a,b,c}`` in usage and help, like argparse's own ``choices``."""
+
+    def _metavar_formatter(self, action, default_metavar):
+        names = getattr(action, "choice_names", None)
+        if names is None or action.metavar is not None:
+            return super()._metavar_formatter(action, default_metavar)
+        text = "{" + ",".join(names()) + "}"  # read here, at help time, so parsing never imports torch
+        return lambda size: (text,) * size
+
+
+def _describe_config_flags(command: argparse.ArgumentParser, flags: dict[str, str]) -> None:
+    """Help for each shorthand flag: the config key it sets, and that key's choices where it has some."""
+    command.formatter_class = ChoicesFormatter
+    for action in command._actions:
+        key = flags.get(action.dest)
+        if key is None or not action.option_strings:
+            continue
+        action.help = action.help or f"sets {key}"
+        if key in KEY_CHOICES:
+            action.choice_names = KEY_CHOICES[key]
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="pdd-ray", description="Progressive Dataset Distillation on Ray.",
                                      epilog="Any config key can be overridden as key=value, e.g. eval.runs=3.")
+    parser.add_argument("--version", action="version", version=f"pdd-ray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("baseline", help="select a coreset of real images, save it as a synthetic set, evaluate it")
@@ -57,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experts", help="train an expert-trajectory buffer with Ray, or inspect one",
                        description="pdd-ray experts --config CFG [key=value ...] --out DIR | pdd-ray experts inspect DIR")
     p.add_argument("words", nargs="*", help="'inspect DIR', and/or key=value overrides")
-    p.add_argument("--config", help="YAML config (ExpertsConfig)")
+    p.add_argument("--config", help=f"YAML config (ExpertsConfig), e.g. {RECIPES['experts']}, or 'default'; "
+                                    "needed to train")
     for flag in EXPERTS_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)
     p.add_argument("--verify", action="store_true", help="with inspect: check every file's checksum")
@@ -65,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("run", "experts -> stages -> test evaluation -> report (resumes where it stopped)"),
                        ("distill", "the stages only (experts built if missing), no final evaluation")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", help="YAML config (DistillConfig), e.g. tune_configs/quickstart_fashion_mnist.yaml")
+        p.add_argument("--config", help=f"YAML config (DistillConfig), e.g. {RECIPES[name]}, or 'default' (the "
+                                        "built-in full-size defaults: hours); needed")
         for flag in RUN_FLAGS:
             p.add_argument("--" + flag.replace("_", "-"), dest=flag)
 
@@ -93,8 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="inspect or verify a dataset on disk")
     p.add_argument("action", choices=["info", "verify"])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--dataset", default="fashion_mnist", help="which dataset (default fashion_mnist)")
+    p.add_argument("--data-root", dest="data_root", help="where it is (default: its usual places)")
+    _describe_config_flags(p, {"dataset": "data.dataset"})
+
+    p = sub.add_parser("config", help="print a config as the command would run it: presets and key=value applied, "
+                                      "validated, as YAML", description="pdd-ray config show CFG [--kind KIND] "
+                                                                        "[key=value ...]")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("path", metavar="CFG", help=f"a YAML config, or '{DEFAULTS}' for the built-in defaults of --kind")
+    p.add_argument("--kind", choices=list(CONFIG_KINDS),
+                   help="which command's config CFG is (default: the first whose keys it uses, in this order)")
+
+    for name, flags in CONFIG_FLAGS.items():
+        _describe_config_flags(sub.choices[name], flags)
     for command in sub.choices.values():  # on every subcommand: pdd-ray run --quiet ...
         command.add_argument("--quiet", action="store_true",
                              help="no progress and no summary lines; warnings and errors only")
@@ -163,14 +244,28 @@ def cmd_experts(args) -> int:
             raise UserError("usage: pdd-ray experts inspect DIR")
         return inspect_experts(words[1], args.verify)
     if words:
+        _refuse_unknown_words(words)
         raise UserError(f"unexpected argument '{words[0]}' (did you mean 'inspect DIR' or key=value?)")
+    path = _required_config(args)
     from pdd_ray.config import load_config
     from pdd_ray.experts.buffer import ExpertsConfig, build_buffer
     args.overrides = overrides
-    config = load_config(ExpertsConfig, args.config, _overrides(args, EXPERTS_FLAGS))
+    config = load_config(ExpertsConfig, path, _overrides(args, EXPERTS_FLAGS))
     summary = build_buffer(config)
     print(f"trained {summary['trained']} expert(s); {summary['complete']} complete in {summary['out']}")
     return inspect_experts(summary["out"], verify=False)
+
+
+def _required_config(args) -> str | None:
+    """The --config of a long training command; None for ``--config default`` (the config's own defaults).
+
+    Without --config these commands would silently start the full-size default job
+    (hours); asking costs one line and points at a recipe that finishes in minutes.
+    """
+    if args.config is None:
+        raise UserError(f"--config is needed: start from e.g. --config {RECIPES[args.command]} (more in "
+                        f"tune_configs/), or give --config {DEFAULTS} for the built-in full-size defaults (hours)")
+    return None if args.config == DEFAULTS else args.config
 
 
 def inspect_experts(directory: str, verify: bool) -> int:
@@ -194,9 +289,10 @@ def cmd_run(args) -> int:
     from pdd_ray.config import load_config
     from pdd_ray.distill.config import DistillConfig
     from pdd_ray.jobs.run import run_pdd
+    path = _required_config(args)
     defaults = ["evaluate=false"] if args.command == "distill" else []
     args.overrides = defaults + list(args.overrides)
-    config = load_config(DistillConfig, args.config, _overrides(args, RUN_FLAGS))
+    config = load_config(DistillConfig, path, _overrides(args, RUN_FLAGS))
     summary = run_pdd(config)
     print(f"{summary['stages']} stage(s) in {summary['synthetic']}")
     diverged = summary.get("diverged")
@@ -274,7 +370,10 @@ def cmd_export(args) -> int:
 def cmd_data(args) -> int:
     from pdd_ray.data.registry import dataset_info, verify
     if args.action == "info":
-        print(json.dumps(dataset_info(args.dataset, args.data_root), indent=2, default=str))
+        info = dataset_info(args.dataset, args.data_root)
+        if info["root"] is None:  # not on disk: the "not found; looked in ...; to get it ..." line
+            raise UserError(info["errors"][0])
+        print(json.dumps(info, indent=2, default=str))
         return 0
     problems = verify(args.dataset, args.data_root)
     for problem in problems:
@@ -283,12 +382,87 @@ def cmd_data(args) -> int:
     return 0 if not problems else 1
 
 
+def _config_kinds() -> dict[str, tuple[type, Callable]]:
+    """Per command: its config class and the loader it runs (imported only when asked)."""
+    from pdd_ray.config import BaselineConfig, load_config
+    from pdd_ray.continual.config import ContinualConfig
+    from pdd_ray.distill.config import DistillConfig
+    from pdd_ray.experts.buffer import ExpertsConfig
+    from pdd_ray.sweep.config import SweepConfig, load_sweep_config
+    classes = {"run": DistillConfig, "experts": ExpertsConfig, "continual": ContinualConfig, "sweep": SweepConfig,
+               "baseline": BaselineConfig}
+    return {kind: (cls, load_sweep_config if cls is SweepConfig else partial(load_config, cls))
+            for kind, cls in classes.items()}
+
+
+def _guess_kind(path: str | None, overrides: list[str], fields: dict[str, set[str]]) -> str:
+    """The first kind whose config has every top-level key of CFG and the overrides, else the one sharing most."""
+    from pdd_ray.config import parse_override, read_yaml
+    keys = set(read_yaml(path)) if path is not None else set()
+    keys |= {parse_override(item)[0].split(".")[0] for item in overrides}
+    fitting = [kind for kind in CONFIG_KINDS if keys <= fields[kind]]
+    # None fits: load it as the closest kind, whose error names the stray key (and what was meant).
+    return fitting[0] if fitting else max(CONFIG_KINDS, key=lambda kind: len(keys & fields[kind]))
+
+
+def cmd_config(args) -> int:
+    """``config show``: the resolved config as YAML, loaded exactly as its command would load it."""
+    import yaml
+
+    from pdd_ray.config import to_dict
+    path = None if args.path == DEFAULTS else args.path
+    kinds = _config_kinds()
+    fields = {kind: {f.name for f in dataclasses.fields(cls)} for kind, (cls, _) in kinds.items()}
+    kind = args.kind or _guess_kind(path, args.overrides, fields)
+    cls, load = kinds[kind]
+    config = load(path, args.overrides)
+    print(f"# pdd-ray config show: {kind} config ({cls.__name__}), from {args.path}")
+    print(yaml.safe_dump(_plain(to_dict(config)), sort_keys=False, default_flow_style=False), end="")
+    return 0
+
+
+def _plain(value):
+    """Tuples as lists, all the way down: safe YAML has no tuples."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 COMMANDS = {"baseline": cmd_baseline, "continual": cmd_continual, "evaluate": cmd_evaluate, "experts": cmd_experts,
             "run": cmd_run,
-            "distill": cmd_run, "sweep": cmd_sweep, "export": cmd_export, "data": cmd_data}
+            "distill": cmd_run, "sweep": cmd_sweep, "export": cmd_export, "data": cmd_data, "config": cmd_config}
 
 
-TAKES_OVERRIDES = ("baseline", "continual", "evaluate", "experts", "run", "distill", "sweep")
+TAKES_OVERRIDES = ("baseline", "continual", "evaluate", "experts", "run", "distill", "sweep", "config")
+
+
+def _refuse_unknown_words(words: list[str]) -> None:
+    """A UserError saying which ``key=value`` was meant, if a word is an override written without '='."""
+    from pdd_ray.config import override_hint
+    for word, following in zip(words, [*words[1:], None]):
+        if following is not None and (following.startswith("-") or "=" in following):
+            following = None  # a flag or an override of its own, not this word's value
+        meant = override_hint(word, following)
+        if meant is not None:
+            raise UserError(f"'{word}' is not a key=value override: did you mean {meant}?")
+
+
+def _refuse_run_directory(args) -> None:
+    """A run directory where its synthetic set is meant (evaluate/export RUN_DIR): say RUN_DIR/synthetic."""
+    directory = getattr(args, "directory", None)
+    if directory is None or (Path(directory) / "manifest.json").exists():
+        return
+    inner = Path(directory) / "synthetic"
+    if not (inner / "manifest.json").is_file():
+        return
+    from pdd_ray.synset import read_manifest
+    try:
+        read_manifest(inner)
+    except UserError:
+        return  # not a synthetic set either: the command's own error says what is wrong
+    raise UserError(f"{directory} is a run directory, not a synthetic set: did you mean {inner}?")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,10 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     # key=value overrides may sit anywhere on the line; anything else unknown is a typo.
     args.overrides = [item for item in extra if "=" in item and not item.startswith("-")]
     unknown = [item for item in extra if item not in args.overrides or args.command not in TAKES_OVERRIDES]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from pdd_ray.cluster import command_scope
     try:
+        if unknown and args.command in TAKES_OVERRIDES:
+            _refuse_unknown_words(unknown)  # stages.ipc:2 or stages.ipc 2: say key=value
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _refuse_run_directory(args)
         configure_output(args.quiet, args.log_level)  # before any compute: a bad PDD_RAY_PROGRESS is one line
         with command_scope():  # one Ray per command, however many stages ask for it
             return COMMANDS[args.command](args)

@@ -141,7 +141,8 @@ def test_experts_command_reports_an_unreachable_cluster_in_one_line(tmp_path, ti
                                                                     monkeypatch, ray_not_initialised):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     address = f"127.0.0.1:{_free_port()}"
-    argv = ["experts", "--address", address, f"data.root={tiny_fashion_root}", f"out={tmp_path / 'buf'}", *TINY]
+    argv = ["experts", "--config", "default", "--address", address, f"data.root={tiny_fashion_root}",
+            f"out={tmp_path / 'buf'}", *TINY]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "Traceback" not in err and address in err
@@ -295,7 +296,7 @@ def test_ray_job_submit_builds_an_expert_buffer_on_a_running_head(tmp_path, tiny
         with local_head(temp_dir) as (_, dashboard):
             submit = _ray_cli("job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
                               "--working-dir", str(working_dir), "--",
-                              sys.executable, "-m", "pdd_ray", "experts", f"out={out}",
+                              sys.executable, "-m", "pdd_ray", "experts", "--config", "default", f"out={out}",
                               f"data.root={tiny_fashion_root}", *TINY)
             done = subprocess.run(submit, env=_ray_env(), capture_output=True, text=True, timeout=150)
             logs = done.stdout + done.stderr

@@ -51,8 +51,9 @@ def holder(tmp_path):
 
 # ---------------------------------------------------------------- locks
 
-@pytest.mark.parametrize("command", [["run", "experts.recipe.epochs=22"], ["experts"], ["distill",
-                                                                                     "experts.recipe.epochs=22"]])
+@pytest.mark.parametrize("command", [["run", "--config", "default", "experts.recipe.epochs=22"],
+                                     ["experts", "--config", "default"],
+                                     ["distill", "--config", "default", "experts.recipe.epochs=22"]])
 def test_a_second_process_on_the_same_directory_gets_one_line_naming_the_holder(holder, command):
     proc, out = holder
     res = subprocess.run([sys.executable, "-m", "pdd_ray", *command, "--out", str(out)], capture_output=True,
@@ -311,11 +312,12 @@ def _bad_inputs(tmp_path: Path, data_root: Path) -> dict[str, list[str]]:
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory\n")
     sset = str(_tiny_set(tmp_path / "set"))
-    run = ["run", "--data-root", str(data_root), "--out", out, *FAST]
+    run = ["run", "--config", "default", "--data-root", str(data_root), "--out", out, *FAST]
     return {
         "binary config": ["run", "--config", str(binary), "--out", out],
-        "out is a file": ["run", "--data-root", str(data_root), "--out", str(a_file), *FAST],
-        "out cannot be created": ["run", "--data-root", str(data_root), "--out", "/proc/pdd-ray-out", *FAST],
+        "out is a file": ["run", "--config", "default", "--data-root", str(data_root), "--out", str(a_file), *FAST],
+        "out cannot be created": ["run", "--config", "default", "--data-root", str(data_root), "--out",
+                                  "/proc/pdd-ray-out", *FAST],
         "export to a missing directory": ["export", sset, "--out", str(tmp_path / "no" / "such" / "x.parquet")],
         "export to an unwritable place": ["export", sset, "--out", "/proc/x.parquet"],
         "export onto a directory": ["export", sset, "--out", str(tmp_path)],
@@ -328,17 +330,19 @@ def _bad_inputs(tmp_path: Path, data_root: Path) -> dict[str, list[str]]:
         "eval.lr=inf": [*run, "eval.lr=inf"],
         "stages.lr_min=nan": [*run, "stages.lr_min=nan"],
         "run against a dead head": [*run, "--address", f"127.0.0.1:{_free_port()}"],
-        "experts against a dead head": ["experts", "--data-root", str(data_root), "--out", out, *BUFFER,
-                                        "--address", f"127.0.0.1:{_free_port()}"],
+        "experts against a dead head": ["experts", "--config", "default", "--data-root", str(data_root), "--out",
+                                        out, *BUFFER, "--address", f"127.0.0.1:{_free_port()}"],
     }
 
 
 def _bad_inputs_on_ray(tmp_path: Path, data_root: Path) -> dict[str, list[str]]:
-    experts = ["experts", "--data-root", str(data_root), "--out", str(tmp_path / "out"), *BUFFER]
+    experts = ["experts", "--config", "default", "--data-root", str(data_root), "--out", str(tmp_path / "out"),
+               *BUFFER]
     return {"experts.cpus_per_expert=64 on 2 CPUs": [*experts, "cpus_per_expert=64"],
             "gpus_per_expert=1 without a GPU": [*experts, "gpus_per_expert=1"],
-            "run with gpus_per_expert=1 without a GPU": ["run", "--data-root", str(data_root), "--out",
-                                                         str(tmp_path / "out"), *FAST, "experts.gpus_per_expert=1"]}
+            "run with gpus_per_expert=1 without a GPU": ["run", "--config", "default", "--data-root", str(data_root),
+                                                         "--out", str(tmp_path / "out"), *FAST,
+                                                         "experts.gpus_per_expert=1"]}
 
 
 def _free_port() -> int:
@@ -415,7 +419,8 @@ TINY_RUN = ["model.width=4", "model.depth=2", "data.val_size=40", "device=cpu", 
 def test_a_diverging_run_says_so_and_derived_files_come_back_on_resume(tmp_path, tiny_fashion_root, capsys,
                                                                        local_ray):
     out = tmp_path / "run"
-    argv = ["run", "--data-root", str(tiny_fashion_root), "--out", str(out), *TINY_RUN, "mtt.lr_teacher=1e30"]
+    argv = ["run", "--config", "default", "--data-root", str(tiny_fashion_root), "--out", str(out), *TINY_RUN,
+            "mtt.lr_teacher=1e30"]
     assert main(argv) == EXIT_DIVERGED
     assert "diverged: stage 1" in capsys.readouterr().err
     assert "**Diverged**" in (out / "report.md").read_text()

@@ -202,9 +202,9 @@ def test_experts_out_uri_builds_locally_and_uploads_after_each_expert(tmp_path, 
     real_upload = buffer.upload_directory
     monkeypatch.setattr(buffer, "upload_directory", lambda local, uri: uploads.append(real_upload(local, uri)))
     out = (tmp_path / "bucket" / "experts").as_uri()
-    argv = ["experts", "--out", out, f"data.root={tiny_fashion_root}", "num_experts=2", "model.width=4",
-            "model.depth=2", "recipe.epochs=1", "recipe.batch_size=64", "data.val_size=40", "device=cpu",
-            "augment.dsa=false"]
+    argv = ["experts", "--config", "default", "--out", out, f"data.root={tiny_fashion_root}", "num_experts=2",
+            "model.width=4", "model.depth=2", "recipe.epochs=1", "recipe.batch_size=64", "data.val_size=40",
+            "device=cpu", "augment.dsa=false"]
     started = not ray.is_initialized()
     if started:  # one local Ray for both runs (ray_session reuses it)
         ray.init(num_cpus=2, include_dashboard=False)

@@ -18,7 +18,8 @@ TINY = ["model.width=4", "model.depth=2", "data.val_size=40", "device=cpu", "aug
 def test_run_command_with_mtt_builds_transition_experts_and_reports(tmp_path, tiny_fashion_root, capsys):
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        code = main(["run", "--data-root", str(tiny_fashion_root), "--out", str(tmp_path / "run"), *TINY])
+        code = main(["run", "--config", "default", "--data-root", str(tiny_fashion_root),
+                     "--out", str(tmp_path / "run"), *TINY])
     finally:
         ray.shutdown()
     assert code == 0

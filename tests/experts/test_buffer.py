@@ -58,8 +58,8 @@ def test_changed_recipe_refuses_to_mix_into_existing_buffer(local_ray, tmp_path,
 def test_experts_command_trains_and_inspects(local_ray, tmp_path, tiny_fashion_root, capsys):
     from pdd_ray.cli import main
     out = tmp_path / "cli"
-    assert main(["experts", "--data-root", str(tiny_fashion_root), "--out", str(out), "--num-experts", "1",
-                 "track_forgetting=true", *TINY]) == 0
+    assert main(["experts", "--config", "default", "--data-root", str(tiny_fashion_root), "--out", str(out),
+                 "--num-experts", "1", "track_forgetting=true", *TINY]) == 0
     printed = capsys.readouterr().out
     assert "trained 1 expert(s); 1 complete" in printed and "random" in printed
     assert (out / "forgetting.safetensors").is_file()

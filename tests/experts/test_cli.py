@@ -46,12 +46,12 @@ def test_inspect_verify_fails_on_corruption(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["experts", "num_experts=0"], "num_experts must be >= 1"),
-    (["experts", "dtype=int8"], "dtype must be"),
+    (["experts", "--config", "default", "num_experts=0"], "num_experts must be >= 1"),
+    (["experts", "--config", "default", "dtype=int8"], "dtype must be"),
     (["experts", "inspect"], "usage"),
     (["experts", "inspect", "/nonexistent"], "manifest"),
     (["experts", "trian"], "unexpected argument"),
-    (["experts", "transition=/nonexistent"], "no manifest.json"),
+    (["experts", "--config", "default", "transition=/nonexistent"], "no manifest.json"),
 ])
 def test_experts_user_errors(argv, fragment, capsys):
     assert main(argv) == 2
