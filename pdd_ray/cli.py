@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 from functools import partial
@@ -51,7 +52,6 @@ CONFIG_KINDS = ("run", "experts", "continual", "sweep", "baseline")
 def _registry_names(module: str, name: str) -> Callable[[], list[str]]:
     """The names of registry ``module.name``, looked up when asked (the registries import torch)."""
     def names() -> list[str]:
-        import importlib
         return getattr(importlib.import_module(module), name).names()
     return names
 
@@ -388,11 +388,19 @@ def _config_kinds() -> dict[str, tuple[type, Callable]]:
     from pdd_ray.continual.config import ContinualConfig
     from pdd_ray.distill.config import DistillConfig
     from pdd_ray.experts.buffer import ExpertsConfig
-    from pdd_ray.sweep.config import SweepConfig, load_sweep_config
+    from pdd_ray.sweep.config import SweepConfig
     classes = {"run": DistillConfig, "experts": ExpertsConfig, "continual": ContinualConfig, "sweep": SweepConfig,
                "baseline": BaselineConfig}
-    return {kind: (cls, load_sweep_config if cls is SweepConfig else partial(load_config, cls))
+    return {kind: (cls, _load_sweep_checked if cls is SweepConfig else partial(load_config, cls))
             for kind, cls in classes.items()}
+
+
+def _load_sweep_checked(path: str | None, overrides: list[str]):
+    """A sweep config as ``pdd-ray sweep`` checks it before Ray starts: with every trial's run config."""
+    from pdd_ray.sweep import load_sweep_config, make_plan
+    config = load_sweep_config(path, overrides)
+    make_plan(config)
+    return config
 
 
 def _guess_kind(path: str | None, overrides: list[str], fields: dict[str, set[str]]) -> str:

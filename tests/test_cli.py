@@ -201,6 +201,9 @@ def test_config_show_default_and_kind(capsys):
     (["config", "show", "default", "stages.ipc=0"], "stages.ipc must be >= 1"),
     (["config", "show", "default", "stages.ipcc=2"], "did you mean 'stages.ipc'?"),
     (["config", "show", "default", "--kind", "experts", "num_experts=0"], "num_experts must be >= 1"),
+    # a sweep is shown only when every trial's run config is valid, as `pdd-ray sweep` checks before Ray starts
+    (["config", "show", str(REPO / "tune_configs" / "sweep_lr_img_syn_steps.yaml"), "grid.stages.ipc=[0]"],
+     "stages.ipc must be >= 1"),
 ])
 def test_config_show_mistakes_are_one_line(argv, fragment, capsys):
     assert main(argv) == 2
