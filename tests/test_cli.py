@@ -111,6 +111,14 @@ def test_version_prints_the_package_version():
     assert res.returncode == 0 and res.stdout.strip() == f"pdd-ray {pdd_ray.__version__}"
 
 
+def test_version_and_parsing_do_not_import_the_registries():
+    # The choices in --help come from registries that import torch: only printing help may load them.
+    code = ("import sys; from pdd_ray.cli import build_parser;"
+            "build_parser().parse_known_args(['run', '--method', 'mtt']); print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
 def _help(command: str) -> str:
     from pdd_ray.cli import build_parser
     parser = build_parser()
