@@ -11,6 +11,7 @@ from pdd_ray.distill.mtt import MTTConfig
 from pdd_ray.errors import UserError
 from pdd_ray.experts.buffer import ExpertsConfig
 from pdd_ray.parallel.config import ParallelConfig
+from pdd_ray.precision import check_precision
 from pdd_ray.tracking import TrackingConfig, check_backends
 
 VALIDATION_STARTS = ("progressive", "scratch")
@@ -65,6 +66,9 @@ class DistillConfig:
     method: str = "mtt"
     seed: int = 0
     device: str = "auto"
+    # Compute precision, fp32 | bf16 | auto (bf16 where the hardware multiplies bf16 natively: pdd_ray.precision).
+    # The run resolves it once into OUT/precision.json; a resumed run keeps it.
+    precision: str = "fp32"
     address: str | None = None
     buffer: str | None = None  # an existing stage-1 expert buffer (default: OUT/experts/stage_1)
     evaluate: bool = True  # final test-set evaluation and report
@@ -94,6 +98,7 @@ class DistillConfig:
     def validate(self) -> None:
         base = self.base  # a UserError listing the methods for an unknown name
         check_device(self.device)
+        check_precision(self.precision)
         if self.data.val_size < 1:
             raise UserError("data.val_size must be >= 1: each stage's best iteration is chosen on the validation split")
         base.check(self)

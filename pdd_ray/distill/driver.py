@@ -62,7 +62,8 @@ def load_or_start(config: DistillConfig, data: DataBundle) -> synset_io.Syntheti
 
 
 # Settings that change what a stage computes; out/device/address/evaluation/worker count do not.
-FINGERPRINT_EXCLUDES = ("out", "device", "address", "evaluate", "eval", "parallel", "logging", "tracking")
+# Precision is guarded beside the fingerprint instead (OUT/precision.json): ``auto`` resolves per machine.
+FINGERPRINT_EXCLUDES = ("out", "device", "precision", "address", "evaluate", "eval", "parallel", "logging", "tracking")
 METHOD_SECTIONS = ("mtt", "gm")  # each method adds back its own (``BaseMethod.fingerprint``)
 
 
@@ -220,7 +221,7 @@ def build_validator(config: DistillConfig, data: DataBundle, earlier: list, labe
                                      model_factory(config.model, data.image_shape, data.num_classes, device),
                                      (data.val.images, data.val.labels),
                                      protocol=EvalProtocol.from_config(config.eval, config.augment,
-                                                                       config.model.arch),
+                                                                       config.model.arch, config.precision),
                                      nets=st.val_nets, epochs=st.eval_epochs, start=st.validation_start,
                                      cache=validation_cache(config))
     if config.eval.executor != "ray" or config.parallel.workers > 1:

@@ -40,6 +40,7 @@ from pdd_ray.distill.base import Contribution, SyntheticState
 from pdd_ray.errors import UserError
 from pdd_ray.models.functional import FlatForward
 from pdd_ray.parallel.comm import has_batch_norm, shard_rows
+from pdd_ray.precision import autocast
 from pdd_ray.trajectories.store import TrajectoryStore, layout_difference
 
 # A student step's update: (k, θ_k, live images, lr, create_graph) -> Δ_k, and θ_{k+1} = θ_k − Δ_k.
@@ -221,8 +222,12 @@ class MTTMatcher:
 
     def __init__(self, config: MTTConfig, store: TrajectoryStore, forward: FlatForward,
                  augment: DSA | None = None, device: torch.device | str = torch.device("cpu"),
-                 comm=None, shard_batch: bool = False):
+                 comm=None, shard_batch: bool = False, precision: str = "fp32"):
+        """``precision``: ``fp32`` or ``bf16`` (each student step's forward and cross-entropy under autocast;
+        θ, images, lr, the unroll's sums and the loss stay fp32: ``pdd_ray.precision``)."""
         config.validate()
+        autocast(precision, device)  # refuses an unresolved setting ("auto") here, not mid-iteration
+        self.precision = precision
         self.config, self.store, self.forward, self.augment = config, store, forward, augment
         self.device = torch.device(device)
         self.comm = comm
@@ -287,7 +292,8 @@ class MTTMatcher:
                 x = self.augment.apply(x, params)
             rows = self._my_rows(len(x))
             # Sum over my rows / full batch size: the shards' gradients add up to the full mean's.
-            ce = F.cross_entropy(self.forward(x[rows], theta), y[rows], reduction="sum") / len(x)
+            with autocast(self.precision, self.device):
+                ce = F.cross_entropy(self.forward(x[rows], theta), y[rows], reduction="sum") / len(x)
             (g,) = torch.autograd.grad(ce, theta, create_graph=create_graph)
             return lr * g
 

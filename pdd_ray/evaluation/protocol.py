@@ -142,14 +142,16 @@ def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 
                     after_phase: Callable[[int, nn.Module], None] | None = None, progress: bool = False,
                     schedule: str = "official", optimizer: torch.optim.Optimizer | None = None,
                     cutmix: float = 0.0,
-                    after_epoch: Callable[[int, int, nn.Module], None] | None = None) -> nn.Module:
+                    after_epoch: Callable[[int, int, nn.Module], None] | None = None,
+                    precision: str = "fp32") -> nn.Module:
     """Train ``model`` through ``phases`` under ``schedule``, SGD momentum carried from phase to phase.
 
     ``optimizer``: an SGD over ``model``'s parameters whose momentum buffers carry into these
     phases (to continue an earlier call); None starts from a new one (no momentum yet). Each phase
     resets its lr, momentum and weight decay, as a rebuilt optimizer would. ``after_phase(k, model)``
     runs after the last epoch of phase k, ``after_epoch(k, e, model)`` after epoch index e of phase k
-    (before ``after_phase``). ``cutmix``: per-batch CutMix probability (0: none).
+    (before ``after_phase``). ``cutmix``: per-batch CutMix probability (0: none). ``precision``:
+    ``fp32`` or ``bf16`` autocast (``pdd_ray.precision``).
     """
     _check_schedule(schedule)
     if optimizer is None:
@@ -163,7 +165,8 @@ def train_on_phases(model: nn.Module, phases: list[Phase], *, batch_size: int = 
             group.update(momentum=momentum, weight_decay=weight_decay)
         for epoch in range(epochs_run(phase.epochs, schedule)):
             _set_lr(optimizer, phase.lr * lr_factor(epoch, phase.epochs, schedule))
-            train_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=cutmix)
+            train_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=cutmix,
+                        precision=precision)
             if after_epoch is not None:
                 after_epoch(k, epoch, model)
             bar.update(1)
@@ -234,7 +237,7 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
                        batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                        augment=None, seed: int = 0, progress: bool = True, schedule: str = "official",
                        device: torch.device | str | None = None, cutmix: float = 0.0,
-                       checkpoints: int = 0) -> EvalResult:
+                       checkpoints: int = 0, precision: str = "fp32") -> EvalResult:
     """Train ``runs`` fresh networks on ``stages`` under ``mode`` and record test accuracy after each phase.
 
     Run j seeds the network init and the batch order / augmentation with ``seed + j``
@@ -246,7 +249,8 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
         best: list[float] = []
         result.per_run.append(evaluate_run(phases, test, make_model, seed + run, batch_size=batch_size,
                                            momentum=momentum, weight_decay=weight_decay, augment=augment,
-                                           schedule=schedule, cutmix=cutmix, checkpoints=checkpoints, best=best))
+                                           schedule=schedule, cutmix=cutmix, checkpoints=checkpoints, best=best,
+                                           precision=precision))
         if checkpoints > 0:
             result.best_per_run.append(best)
     return result
@@ -255,7 +259,7 @@ def evaluate_synthetic(stages: list, test: tuple[torch.Tensor, torch.Tensor], ma
 def evaluate_run(phases: list[Phase], test: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
                  seed: int, *, batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                  augment=None, schedule: str = "official", cutmix: float = 0.0, checkpoints: int = 0,
-                 best: list | None = None) -> list[float]:
+                 best: list | None = None, precision: str = "fp32") -> list[float]:
     """One evaluation run: a fresh network seeded ``seed`` trained through ``phases``; test accuracy per phase.
 
     ``seed`` seeds the network init (global RNG) and the batch order / augmentation (its own
@@ -272,12 +276,12 @@ def evaluate_run(phases: list[Phase], test: tuple[torch.Tensor, torch.Tensor], m
     def after_epoch(k: int, epoch: int, m: nn.Module) -> None:
         every = max(epochs_run(phases[k].epochs, schedule) // checkpoints, 1)
         if (epoch + 1) % every == 0:
-            seen[k] = max(seen.get(k, 0.0), accuracy(m, *test))
+            seen[k] = max(seen.get(k, 0.0), accuracy(m, *test, precision=precision))
 
     train_on_phases(model, phases, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                     augment=augment, generator=generator, schedule=schedule, cutmix=cutmix,
-                    after_epoch=after_epoch if checkpoints > 0 else None,
-                    after_phase=lambda k, m: accs.append(accuracy(m, *test)))
+                    after_epoch=after_epoch if checkpoints > 0 else None, precision=precision,
+                    after_phase=lambda k, m: accs.append(accuracy(m, *test, precision=precision)))
     if checkpoints > 0 and best is not None:
         # The last epoch is a checkpoint too (E is a multiple of f when n divides E; else add it).
         best.extend(max(seen.get(k, 0.0), acc) for k, acc in enumerate(accs))

@@ -19,6 +19,7 @@ from pdd_ray.augment import make_augment
 from pdd_ray.evaluation.protocol import (DEFAULT_LR, LR_DECAY, MULTISTEP_GAMMA, EvalResult, Phase, epochs_run,
                                          epochs_setting, evaluate_synthetic, first_decayed_epoch,
                                          multistep_milestones, phase_count, phases_for, train_on_phases)
+from pdd_ray.precision import describe as describe_precision
 
 _MODE_TEXT = {
     "progressive": "progressive mode (phase k on the union S_1 ∪ … ∪ S_k, one phase per stage)",
@@ -48,15 +49,17 @@ class EvalProtocol:
     arch: str = "network"  # named in ``describe``; the networks themselves come from ``make_model``
     cutmix: float = 0.0  # probability that a training batch is CutMix-ed after DSA (IDC: 0.5)
     checkpoints: int = 0  # > 0: also the best test accuracy over that many checkpoints a phase (test-selected)
+    precision: str = "fp32"  # resolved: fp32 or bf16 autocast (``pdd_ray.precision``)
 
     @classmethod
-    def from_config(cls, eval, augment=None, arch: str = "network") -> "EvalProtocol":
-        """From an ``EvalConfig`` and an ``AugmentConfig`` (DSA off when ``augment`` is None or ``dsa`` false)."""
+    def from_config(cls, eval, augment=None, arch: str = "network", precision: str = "fp32") -> "EvalProtocol":
+        """From an ``EvalConfig`` and an ``AugmentConfig`` (DSA off when ``augment`` is None or ``dsa`` false);
+        ``precision`` resolved (``pdd_ray.precision.resolve_precision``)."""
         dsa = make_augment(augment) if augment is not None else None
         return cls(mode=eval.mode, runs=eval.runs, epochs=eval.epochs, schedule=eval.schedule,
                    batch_size=eval.batch_size, lr=eval.lr, momentum=eval.momentum, weight_decay=eval.weight_decay,
                    seed=eval.seed, augment=dsa, arch=arch, cutmix=float(getattr(eval, "cutmix", 0.0)),
-                   checkpoints=int(getattr(eval, "report_best_of", 0)))
+                   checkpoints=int(getattr(eval, "report_best_of", 0)), precision=precision)
 
     def replace(self, **changes) -> "EvalProtocol":
         """A copy with some fields changed (``dataclasses.replace``)."""
@@ -101,7 +104,7 @@ class EvalProtocol:
         return train_on_phases(model, phases, batch_size=self.batch_size, momentum=self.momentum,
                                weight_decay=self.weight_decay, augment=self.augment, generator=generator,
                                after_phase=after_phase, progress=progress, schedule=self.schedule,
-                               optimizer=optimizer, cutmix=self.cutmix)
+                               optimizer=optimizer, cutmix=self.cutmix, precision=self.precision)
 
     def evaluate(self, stages: list, split: tuple[torch.Tensor, torch.Tensor], make_model: Callable[[], nn.Module],
                  *, mode: str | None = None, runs: int | None = None, progress: bool = True,
@@ -115,7 +118,7 @@ class EvalProtocol:
                                   batch_size=self.batch_size, momentum=self.momentum,
                                   weight_decay=self.weight_decay, augment=self.augment, seed=self.seed,
                                   progress=progress, schedule=self.schedule, device=device, cutmix=self.cutmix,
-                                  checkpoints=self.checkpoints)
+                                  checkpoints=self.checkpoints, precision=self.precision)
 
     # ------------------------------------------------------------ in words
 
@@ -163,7 +166,12 @@ class EvalProtocol:
                 f"SGD (momentum {self.momentum:g}, weight decay {self.weight_decay:g}) rebuilt at the start of each "
                 f"phase at its lr, momentum buffers carried over from the previous phase; batch {self.batch_size}; "
                 f"{self.augment_text()}; {self.lr_text()}; accuracy measured after the last epoch of each phase, "
-                f"mean ± population std over the {runs} run{'s' if runs != 1 else ''}{self.best_text()}")
+                f"mean ± population std over the {runs} run{'s' if runs != 1 else ''}{self.best_text()}"
+                f"{self.precision_text()}")
+
+    def precision_text(self) -> str:
+        """Nothing for fp32 (the sentence every earlier result file carries); the autocast otherwise."""
+        return "" if self.precision == "fp32" else f"; compute: {describe_precision(self.precision)}"
 
     def best_text(self) -> str:
         """The test-selected 'best over checkpoints' figure, when asked for."""

@@ -8,6 +8,7 @@ whether distillation paid.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import torch
@@ -25,6 +26,8 @@ from pdd_ray.evaluation import EvalProtocol, EvalResult
 from pdd_ray.evaluation.runner import Evaluation, InProcessRunner
 from pdd_ray.locking import hold_directory
 from pdd_ray.models import model_factory
+from pdd_ray.precision import describe as describe_precision
+from pdd_ray.precision import settle_precision
 from pdd_ray.provenance import now, versions, write_json
 from pdd_ray.selection import SelectionContext, select
 from pdd_ray.tracking import create_tracker
@@ -55,6 +58,9 @@ def _run_locked(config: DistillConfig, progress: bool, on_iteration, on_validati
     if config.evaluate:
         warn_if_baseline_capped(config, data)  # before compute, not in the report hours later
     check_eval_fits(config)
+    # Resolved once and recorded: every stage, validation and evaluation of this run (and its resumes) uses it.
+    config = dataclasses.replace(config, precision=settle_precision(config.precision, device,
+                                                                    RunDir.of(config).precision))
     with create_tracker(config.logging, config.out, to_dict(config), config.tracking) as tracker:
         synset = run_stages(config, data, device, progress, on_iteration, on_validation,
                             create_stage_runner(config), tracker)
@@ -84,7 +90,7 @@ def check_eval_fits(config: DistillConfig) -> None:
 
 def _protocol(config: DistillConfig) -> EvalProtocol:
     """The evaluation protocol of every split scored."""
-    return EvalProtocol.from_config(config.eval, config.augment, config.model.arch)
+    return EvalProtocol.from_config(config.eval, config.augment, config.model.arch, config.precision)
 
 
 def run_evaluations(config: DistillConfig, data, device, evaluations: dict[str, Evaluation],
@@ -141,6 +147,7 @@ def report(config: DistillConfig, data, synset, results: dict[str, EvalResult]) 
                "executor": {"eval": config.eval.executor, "cpus_per_run": config.eval.cpus_per_run,
                             "gpus_per_run": config.eval.gpus_per_run},
                "diverged": divergence(synset.stages, config.stages.iterations),
+               "precision": {"compute": config.precision, "describe": describe_precision(config.precision)},
                "config": to_dict(config), "seed": config.seed, "versions": versions(), "created": now()}
     paths = RunDir.of(config)
     write_json(paths.metrics, metrics)

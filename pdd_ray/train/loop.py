@@ -12,6 +12,7 @@ from torch import nn
 
 from pdd_ray.augment.cutmix import cutmix_loss
 from pdd_ray.errors import UserError
+from pdd_ray.precision import autocast
 
 # on_batch(indices, logits, labels) lets callers watch training without owning the loop
 # (forgetting-event counting does exactly that).
@@ -42,13 +43,15 @@ def make_sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: f
 
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
                 batch_size: int = 256, augment=None, generator: torch.Generator | None = None,
-                on_batch: BatchHook | None = None, cutmix: float = 0.0) -> float:
+                on_batch: BatchHook | None = None, cutmix: float = 0.0, precision: str = "fp32") -> float:
     """One pass over (images, labels) in a random order; returns the mean loss.
 
     Images stay wherever they are (CPU or GPU); each batch is moved to the
     model's device, so small synthetic sets can live on the GPU whole.
     ``cutmix``: probability that a batch is CutMix-ed after augmentation
     (``pdd_ray.augment.cutmix``, IDC's recipe); 0 never draws for it.
+    ``precision``: ``fp32`` or ``bf16`` (the forward and loss under autocast;
+    parameters, gradients and the optimiser stay fp32; ``pdd_ray.precision``).
     """
     device = next(model.parameters()).device
     model.train()
@@ -59,11 +62,12 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, op
         y = labels[batch_idx.to(labels.device)].to(device, non_blocking=True)
         if augment is not None:
             x = augment(x, generator=generator)
-        if cutmix > 0:
-            loss, logits = cutmix_loss(model, x, y, cutmix, generator)
-        else:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+        with autocast(precision, device):
+            if cutmix > 0:
+                loss, logits = cutmix_loss(model, x, y, cutmix, generator)
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -75,13 +79,16 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, op
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on (images, labels), in eval mode."""
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024,
+             precision: str = "fp32") -> float:
+    """Top-1 accuracy of ``model`` on (images, labels), in eval mode (forward under ``precision``)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = 0
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
-        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+        with autocast(precision, device):
+            logits = model(x.to(device))
+        correct += (logits.argmax(1) == y.to(device)).sum().item()
     model.train(was_training)
     return correct / max(len(labels), 1)

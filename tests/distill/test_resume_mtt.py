@@ -54,3 +54,41 @@ def test_killed_mtt_run_resumes_to_identical_images_and_lr(tmp_path, tiny_fashio
     for sa, sb in zip(a.stages, b.stages):
         assert torch.equal(sa.images, sb.images) and sa.lr == sb.lr
     assert a.stages[1].lr != 0.01  # the lr was really learned, so its restore mattered
+
+
+def test_a_killed_bf16_run_resumes_in_bf16_and_refuses_fp32(tmp_path, tiny_fashion_root, buffer):
+    """The precision resolved at the start is recorded; ``auto`` on resume keeps it, a different one is refused."""
+    import json
+
+    from pdd_ray.errors import UserError
+
+    def config(out, precision):
+        return load_config(DistillConfig, None, [f"data.root={tiny_fashion_root}", f"out={out}",
+                                                 f"buffer={buffer}", *TINY, f"precision={precision}"])
+
+    run_pdd(config(tmp_path / "straight", "bf16"), progress=False)
+
+    def kill(stage, it):
+        if stage == 1 and it == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pdd(config(tmp_path / "killed", "bf16"), progress=False, on_iteration=kill)
+    assert json.loads((tmp_path / "killed" / "precision.json").read_text())["precision"] == "bf16"
+    with pytest.raises(UserError, match="started with precision=bf16"):
+        run_pdd(config(tmp_path / "killed", "fp32"), progress=False)
+    run_pdd(config(tmp_path / "killed", "auto"), progress=False)
+    a = synset_io.load(tmp_path / "straight" / "synthetic")
+    b = synset_io.load(tmp_path / "killed" / "synthetic")
+    fp32 = synset_io.load(_fp32_run(tmp_path, config))
+    for sa, sb in zip(a.stages, b.stages):
+        assert torch.equal(sa.images, sb.images) and sa.lr == sb.lr  # resumed in bf16: bit-identical
+    # bf16 really ran: the lr learned along the way differs from an fp32 run's (the tiny run's best iterate
+    # may be its first, so the stored images need not)
+    lrs = [[check['lr'] for check in s.info['history']] for s in (a.stages[1], fp32.stages[1])]
+    assert lrs[0] != lrs[1]
+
+
+def _fp32_run(tmp_path, config):
+    run_pdd(config(tmp_path / "fp32", "fp32"), progress=False)
+    return tmp_path / "fp32" / "synthetic"

@@ -68,18 +68,19 @@ def test_train_uses_the_protocol_settings(monkeypatch):
     import pdd_ray.evaluation.protocol as protocol_module
     seen = []
 
-    def fake_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=0.0):
+    def fake_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=0.0, precision="fp32"):
         group = optimizer.param_groups[0]
-        seen.append((group["lr"], group["momentum"], group["weight_decay"], batch_size, augment, cutmix))
+        seen.append((group["lr"], group["momentum"], group["weight_decay"], batch_size, augment, cutmix, precision))
         return 0.0
 
     monkeypatch.setattr(protocol_module, "train_epoch", fake_epoch)
     marker = object()
-    protocol = EvalProtocol(epochs=3, batch_size=7, momentum=0.5, weight_decay=0.01, augment=marker, lr=0.2)
+    protocol = EvalProtocol(epochs=3, batch_size=7, momentum=0.5, weight_decay=0.01, augment=marker, lr=0.2,
+                            precision="bf16")
     model = create_model("convnet", 1, 4, 8, width=4, depth=2)
     protocol.train(model, protocol.phases(_stages(1)))
     assert [round(s[0], 6) for s in seen] == [0.2, 0.2, 0.2, 0.02]  # E=3: 4 epochs, x0.1 after index 2
-    assert all(s[1:] == (0.5, 0.01, 7, marker, 0.0) for s in seen)
+    assert all(s[1:] == (0.5, 0.01, 7, marker, 0.0, "bf16") for s in seen)
 
 
 def test_idc_recipe_trains_with_cutmix_and_multistep(monkeypatch):
@@ -87,7 +88,7 @@ def test_idc_recipe_trains_with_cutmix_and_multistep(monkeypatch):
     import pdd_ray.evaluation.protocol as protocol_module
     seen = []
 
-    def fake_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=0.0):
+    def fake_epoch(model, images, labels, optimizer, batch_size, augment, generator, cutmix=0.0, precision="fp32"):
         seen.append((round(optimizer.param_groups[0]["lr"], 9), batch_size, cutmix))
         return 0.0
 

@@ -30,7 +30,7 @@ def _record_epochs(monkeypatch):
     import pdd_ray.evaluation.protocol as protocol
     calls = []
     monkeypatch.setattr(protocol, "train_epoch", lambda model, images, labels, optimizer, batch_size, augment,
-                        generator, cutmix=0.0: calls.append((len(labels), augment is not None, cutmix)))
+                        generator, cutmix=0.0, precision="fp32": calls.append((len(labels), augment is not None, cutmix)))
     return calls
 
 

@@ -98,7 +98,8 @@ class GradientMatchingMethod(BaseMethod):
         """
         from pdd_ray.evaluation import EvalProtocol
         epochs = config.gm.warmup_epochs or config.stages.eval_epochs
-        protocol = EvalProtocol.from_config(config.eval, config.augment).replace(epochs=epochs)
+        protocol = EvalProtocol.from_config(config.eval, config.augment,
+                                            precision=config.precision).replace(epochs=epochs)
         progressive = config.gm.warmup == "progressive"
 
         def warmup(net):

@@ -6,6 +6,7 @@ from pdd_ray.distill.methods.base import BaseMethod, MatcherContext
 from pdd_ray.distill.methods.registry import METHODS
 from pdd_ray.errors import UserError
 from pdd_ray.models import model_factory
+from pdd_ray.precision import resolve_precision
 
 
 class MTT(BaseMethod):
@@ -79,7 +80,8 @@ class MTT(BaseMethod):
         model = model_factory(config.model, data.image_shape, data.num_classes, ctx.device)()
         store = TrajectoryStore.open(expert_dir(config, ctx.index), layout=None)
         return MTTMatcher(config.mtt, store, FlatForward(model), self.augment(config), ctx.device, ctx.comm,
-                          shard_batch=config.parallel.split == "batch")
+                          shard_batch=config.parallel.split == "batch",
+                          precision=resolve_precision(config.precision, ctx.device))
 
 
 def _student_batch(config) -> int:
