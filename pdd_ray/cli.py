@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = [item for item in extra if "=" in item and not item.startswith("-")]
     unknown = [item for item in extra if item not in args.overrides or args.command not in TAKES_OVERRIDES]
     from pdd_ray.cluster import command_scope
+    from pdd_ray.runtime import tune_malloc
     try:
         if unknown and args.command in TAKES_OVERRIDES:
             _refuse_unknown_words(unknown)  # stages.ipc:2 or stages.ipc 2: say key=value
@@ -488,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         _refuse_run_directory(args)
         configure_output(args.quiet, args.log_level)  # before any compute: a bad PDD_RAY_PROGRESS is one line
+        tune_malloc()  # before the first tensor: freed activations are reused, not refaulted (pdd_ray.runtime)
         with command_scope():  # one Ray per command, however many stages ask for it
             return COMMANDS[args.command](args)
     except UserError as exc:

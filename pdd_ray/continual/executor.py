@@ -83,7 +83,8 @@ def _build_task(config: ContinualConfig, split: PhaseSplit, builder: int, phase:
     """Body of one Ray task: the phase's memory, built where the task runs."""
     from pdd_ray.data.bundle import create_dataset
     from pdd_ray.train.loop import resolve_device
-    torch.set_num_threads(threads)
+    from pdd_ray.runtime import configure_compute
+    configure_compute(threads)
     device = resolve_device(config.device if config.gpus_per_task > 0 else "cpu")
     build_memory(config, config.builders[builder], split, phase, create_dataset(config.data), device)
 

@@ -126,7 +126,8 @@ def _expert_task(expert_id, config, num_classes, train, test, transition, start,
     """Body of one Ray task (kept module-level so Ray can ship it)."""
     from pdd_ray.train.loop import resolve_device
 
-    torch.set_num_threads(threads)
+    from pdd_ray.runtime import configure_compute
+    configure_compute(threads)
     maybe_fail_once(config.out, expert_id)
     device = resolve_device(config.device)
     make_model = model_factory(config.model, tuple(train[0].shape[1:]), num_classes, device)

@@ -35,7 +35,8 @@ class ModelSpec:
 def _run_task(evaluation: Evaluation, run: int, spec: ModelSpec, threads: int) -> list[float]:
     """One run, inside a Ray task: its own device (the GPU Ray assigned, else the CPU) and thread count."""
     import torch
-    torch.set_num_threads(threads)
+    from pdd_ray.runtime import configure_compute
+    configure_compute(threads)
     device = torch.device("cuda" if torch.cuda.is_available() and torch.cuda.device_count() > 0 else "cpu")
     return evaluate_one_run(evaluation, run, spec.factory(device), device)
 

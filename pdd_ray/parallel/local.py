@@ -55,7 +55,8 @@ def _entry(rank, world_size, init, backend, threads, fn, args, channel) -> None:
 
     from pdd_ray.parallel.comm import TorchDistComm
 
-    torch.set_num_threads(threads)
+    from pdd_ray.runtime import configure_compute
+    configure_compute(threads)
     try:
         device = torch.device("cpu")
         if backend == "nccl":  # one GPU per rank, as Ray Train gives each worker

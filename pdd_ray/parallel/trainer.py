@@ -206,7 +206,8 @@ def worker_loop(loop_config: dict) -> None:
 
     config, finished, index = loop_config["config"], loop_config["finished"], loop_config["index"]
     device = ray.train.torch.get_device() if config.parallel.use_gpu else torch.device("cpu")
-    torch.set_num_threads(max(1, int(config.parallel.cpus_per_worker)))
+    from pdd_ray.runtime import configure_compute
+    configure_compute(max(1, int(config.parallel.cpus_per_worker)))
     comm = TorchDistComm(device)
     data = create_dataset(config.data)
     job = loop_config["prepare"](config, data, finished, index, device, comm)

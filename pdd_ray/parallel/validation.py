@@ -17,7 +17,8 @@ from pdd_ray.parallel.evaluation import ModelSpec
 
 def _check_task(validator: ProgressiveValidator, spec: ModelSpec, images: torch.Tensor, lr: float | None,
                 threads: int) -> float:
-    torch.set_num_threads(threads)
+    from pdd_ray.runtime import configure_compute
+    configure_compute(threads)
     device = torch.device("cuda" if torch.cuda.is_available() and torch.cuda.device_count() > 0 else "cpu")
     return validator.with_model(spec.factory(device))(images, lr)
 

@@ -22,11 +22,12 @@ RESULT_FILE = "sweep_result.json"
 
 def run_trial(params: dict, plan: SweepPlan) -> None:
     """Tune function trainable: distil (resuming the trial's run directory), score, report."""
-    import torch
     from ray import tune
 
+    from pdd_ray.runtime import configure_compute
+
     # Tune gives each trial cpus_per_trial cores; more torch threads would only fight over them.
-    torch.set_num_threads(max(1, int(plan.config.cpus_per_trial)))
+    configure_compute(max(1, int(plan.config.cpus_per_trial)))
     config = plan.trial_config(params)
     run_dir = Path(config.out)
     with _exclusive(run_dir / ".sweep.lock"):  # identical sampled points share one run directory
