@@ -47,8 +47,12 @@ DERIVED = ("report.md", "accuracy_vs_stage.png", "synthetic/stage_1.png", "synth
 
 
 def command(out: Path, seed: int) -> list[str]:
-    """The tiny run, as a user would type it."""
-    return [sys.executable, "-m", "pdd_ray", "run", "--out", str(out), "--seed", str(seed), *TINY]
+    """The tiny run, as a user would type it.
+
+    ``--config default`` because ``run`` requires an explicit config; TINY then shrinks the defaults.
+    """
+    return [sys.executable, "-m", "pdd_ray", "run", "--config", "default", "--out", str(out), "--seed", str(seed),
+            *TINY]
 
 
 def run(out: Path, seed: int, kill_after: float | None = None) -> tuple[int | None, float]:
