@@ -26,14 +26,19 @@ from pdd_ray.provenance import atomic_write
 DEFAULT_NAME = "synthetic.parquet"
 
 
-def hf_features(class_names: list[str]) -> dict:
-    """The ``datasets`` feature types of the table (so ``image`` decodes to PIL and ``label`` has names)."""
+def hf_features(class_names: list[str], numel: int) -> dict:
+    """The ``datasets`` feature types of the table (so ``image`` decodes to PIL and ``label`` has names).
+
+    Lists are declared as ``Sequence``, not ``List``: datasets < 4 knows only ``Sequence`` (``List`` fails
+    with "Feature type 'List' not found") and datasets >= 4 still reads it, as a ``List``. ``values`` gives
+    its length because its column is a fixed-size list.
+    """
     value = lambda dtype: {"dtype": dtype, "_type": "Value"}  # noqa: E731
     return {"image": {"_type": "Image"}, "label": {"names": class_names, "_type": "ClassLabel"},
             "class_name": value("string"), "stage": value("int32"), "source": value("int64"),
             "patch": value("int32"), "lr": value("float64"),
-            "shape": {"feature": value("int32"), "_type": "List"},
-            "values": {"feature": value("float32"), "_type": "List"}}
+            "shape": {"feature": value("int32"), "length": -1, "_type": "Sequence"},
+            "values": {"feature": value("float32"), "length": numel, "_type": "Sequence"}}
 
 
 def export_parquet(synset, manifest: dict, out: Path, decoded: bool = True) -> Path:
@@ -53,7 +58,7 @@ def export_parquet(synset, manifest: dict, out: Path, decoded: bool = True) -> P
         [("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("label", pa.int64()),
          ("class_name", pa.string()), ("stage", pa.int32()), ("source", pa.int64()), ("patch", pa.int32()),
          ("lr", pa.float64()), ("shape", pa.list_(pa.int32())), ("values", pa.list_(pa.float32(), numel))],
-        metadata={"huggingface": json.dumps({"info": {"features": hf_features(names)}}),
+        metadata={"huggingface": json.dumps({"info": {"features": hf_features(names, numel)}}),
                   "pdd_ray.image_shape": json.dumps(shape), "pdd_ray.decoded": json.dumps(bool(decoded)),
                   "pdd_ray.manifest": json.dumps(manifest)})
     table = pa.Table.from_pydict(columns, schema=schema)

@@ -71,3 +71,19 @@ def test_multi_formation_export_has_factor_squared_rows_per_stored_image(tmp_pat
 def test_a_set_without_learned_lrs_has_null_lr(tmp_path):
     directory = write_set(tmp_path / "set", lrs=(None, None))
     assert set(pq.read_table(export_parquet(directory)).to_pydict()["lr"]) == {None}
+
+
+def test_hugging_face_datasets_loads_the_table_with_its_features(tmp_path, monkeypatch):
+    """``datasets.load_dataset("parquet")`` parses the declared features: PIL images of the stored pixels, named labels."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # a local file: nothing to fetch
+    datasets = pytest.importorskip("datasets")
+    directory = write_set(tmp_path / "set")
+    original = synset_io.load(directory)
+    loaded = datasets.load_dataset("parquet", data_files=str(export_parquet(directory)),
+                                   cache_dir=str(tmp_path / "hf_cache"))["train"]
+    assert isinstance(loaded.features["image"], datasets.Image)
+    assert loaded.features["label"].names == ["T-shirt/top", "b", "c"]
+    assert list(loaded["label"]) == [0, 0, 1, 1, 2, 2] * 2
+    row = loaded[7]
+    assert np.array_equal(np.asarray(row["image"]), _pixels_u8(original, 1, 1)[0].numpy())
+    assert torch.equal(torch.tensor(row["values"]).view(*row["shape"]), original.stages[1].images[1])
