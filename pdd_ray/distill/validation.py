@@ -162,7 +162,7 @@ class ProgressiveValidator:
     def _score(self, start: NetState, phase: Phase) -> float:
         model, optimizer, generator = self._resume(start)
         self.candidate_protocol.train(model, [phase], generator, optimizer)
-        return accuracy(model, *self.val)
+        return accuracy(model, *self.val, precision=self.candidate_protocol.precision)
 
     def _resume(self, start: NetState):
         """(model, optimizer, generator) exactly as ``start`` left them."""

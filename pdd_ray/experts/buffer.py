@@ -24,6 +24,7 @@ from pdd_ray.config import AugmentConfig, DataConfig, ModelConfig, check_device,
 from pdd_ray.errors import UserError
 from pdd_ray.experts.train import ExpertRecipe, train_expert
 from pdd_ray.models import model_factory
+from pdd_ray.precision import check_precision
 from pdd_ray.progress import progress_bar
 from pdd_ray.selection.forgetting import save_scores
 from pdd_ray.storage import is_uri, prepare_output_dir, upload_directory
@@ -56,6 +57,8 @@ class ExpertsConfig:
     gpus_per_expert: float = 0.0  # 0.25 puts four experts on one GPU
     max_retries: int = 2
     dtype: str = "float32"
+    # fp32 | bf16 | auto (pdd_ray.precision): the experts' training; resolved on each expert's own device.
+    precision: str = "fp32"
     track_forgetting: bool = False
     transition: str | None = None  # synthetic-set directory: experts train on its union before real data
     transition_from: str | None = None  # expert buffer: expert k starts from its expert k's snapshot 0 (the chain)
@@ -87,6 +90,7 @@ class ExpertsConfig:
         if self.keep not in KEEP_CHOICES:
             raise UserError(f"experts.keep must be one of {', '.join(KEEP_CHOICES)}, got '{self.keep}'")
         check_device(self.device)
+        check_precision(self.precision, "experts.precision")
         if self.device.startswith("cuda") and self.gpus_per_expert == 0:
             # Ray hides every GPU from a task that asks for none.
             raise UserError("device=cuda needs gpus_per_expert > 0 (e.g. 0.25 for four experts per GPU)")
@@ -99,9 +103,12 @@ class ExpertsConfig:
 def identity(experts: dict) -> dict:
     """The part of an experts section (``to_dict`` form) that decides what the experts are, for fingerprints.
 
-    An unset step budget is left out, so runs and buffers recorded before it existed still resume.
+    An unset step budget and fp32 precision are left out, so runs and buffers recorded before
+    they existed still resume.
     """
     kept = {k: v for k, v in experts.items() if k not in NOT_IDENTITY}
+    if kept.get("precision") == "fp32":
+        del kept["precision"]
     if "recipe" in kept:
         kept["recipe"] = recipe_identity(kept["recipe"])
     return kept
@@ -124,16 +131,18 @@ def maybe_fail_once(out: str, expert_id: int) -> None:
 
 def _expert_task(expert_id, config, num_classes, train, test, transition, start, progress, threads):
     """Body of one Ray task (kept module-level so Ray can ship it)."""
+    from pdd_ray.precision import resolve_precision
+    from pdd_ray.runtime import configure_compute
     from pdd_ray.train.loop import resolve_device
 
-    from pdd_ray.runtime import configure_compute
     configure_compute(threads)
     maybe_fail_once(config.out, expert_id)
     device = resolve_device(config.device)
     make_model = model_factory(config.model, tuple(train[0].shape[1:]), num_classes, device)
     result = train_expert(config.seed + expert_id, make_model, train, test, config.recipe,
                           make_augment(config.augment), transition, config.track_forgetting,
-                          on_epoch=lambda _: progress.add.remote(1), start=start)
+                          on_epoch=lambda _: progress.add.remote(1), start=start,
+                          precision=resolve_precision(config.precision, device))
     return expert_id, result
 
 

@@ -66,7 +66,8 @@ class ExpertResult:
 
 
 def transition_init(model: nn.Module, union: tuple[torch.Tensor, torch.Tensor, float], epochs: int | None,
-                    augment, generator: torch.Generator, batch_size: int = 256, steps: int | None = None) -> nn.Module:
+                    augment, generator: torch.Generator, batch_size: int = 256, steps: int | None = None,
+                    precision: str = "fp32") -> nn.Module:
     """Train on the synthetic union U_i with its learned lr: fresh SGD (momentum 0.9, wd 5e-4), DSA,
     x0.1 past half, as the reference's transition does.
 
@@ -75,9 +76,9 @@ def transition_init(model: nn.Module, union: tuple[torch.Tensor, torch.Tensor, f
     """
     images, labels, lr = union
     if steps is not None:
-        return train_steps(model, images, labels, lr, steps, batch_size, augment, generator)
+        return train_steps(model, images, labels, lr, steps, batch_size, augment, generator, precision)
     return train_on_phases(model, [Phase(images, labels, lr, epochs)], batch_size=batch_size,
-                           augment=augment, generator=generator)
+                           augment=augment, generator=generator, precision=precision)
 
 
 def step_batches(n: int, steps: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -90,7 +91,7 @@ def step_batches(n: int, steps: int, batch_size: int, generator: torch.Generator
 
 
 def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lr: float, steps: int,
-                batch_size: int, augment, generator: torch.Generator) -> nn.Module:
+                batch_size: int, augment, generator: torch.Generator, precision: str = "fp32") -> nn.Module:
     """``steps`` SGD steps (the protocol's optimiser: momentum 0.9, wd 5e-4) at ``lr``, x0.1 from step steps//2."""
     device = next(model.parameters()).device
     images, labels = images.to(device), labels.to(device)
@@ -100,7 +101,8 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lr
             group["lr"] = lr * (LR_DECAY if step >= steps // 2 else 1.0)
         batch = batch.to(device)
         # One "epoch" over exactly this batch is one SGD step on it (the loop's augmentation and loss).
-        train_epoch(model, images[batch], labels[batch], optimizer, len(batch), augment, generator)
+        train_epoch(model, images[batch], labels[batch], optimizer, len(batch), augment, generator,
+                    precision=precision)
     return model
 
 
@@ -108,11 +110,13 @@ def train_expert(seed: int, make_model: Callable[[], nn.Module], train: tuple[to
                  test: tuple[torch.Tensor, torch.Tensor], recipe: ExpertRecipe, augment=None,
                  transition: tuple[torch.Tensor, torch.Tensor, float] | None = None,
                  track_forgetting: bool = False, on_epoch: Callable[[int], None] | None = None,
-                 start: torch.Tensor | None = None) -> ExpertResult:
+                 start: torch.Tensor | None = None, precision: str = "fp32") -> ExpertResult:
     """Train one expert from ``seed``; snapshot 0 is where real-data training starts.
 
     ``start``: a flat parameter vector the network starts from instead of its random init
-    (the transition chain: snapshot 0 of the same expert of the previous stage).
+    (the transition chain: snapshot 0 of the same expert of the previous stage). ``precision``:
+    ``fp32`` or ``bf16`` autocast for every training and accuracy pass (``pdd_ray.precision``);
+    snapshots are always the fp32 parameters.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -123,7 +127,7 @@ def train_expert(seed: int, make_model: Callable[[], nn.Module], train: tuple[to
     if transition is not None:
         began = time.perf_counter()
         transition_init(model, transition, recipe.transition_epochs, augment, generator, recipe.batch_size,
-                        steps=recipe.transition_steps)
+                        steps=recipe.transition_steps, precision=precision)
         transition_seconds = time.perf_counter() - began
     device = next(model.parameters()).device
     images, labels = train[0].to(device), train[1].to(device)
@@ -131,10 +135,11 @@ def train_expert(seed: int, make_model: Callable[[], nn.Module], train: tuple[to
     tracker = ForgettingTracker(len(labels)) if track_forgetting else None
     snapshots = [flatten_params(model).cpu()]
     for epoch in range(1, recipe.epochs + 1):
-        train_epoch(model, images, labels, optimizer, recipe.batch_size, augment, generator, on_batch=tracker)
+        train_epoch(model, images, labels, optimizer, recipe.batch_size, augment, generator, on_batch=tracker,
+                    precision=precision)
         if epoch < recipe.num_snapshots:
             snapshots.append(flatten_params(model).cpu())
         if on_epoch is not None:
             on_epoch(epoch)
-    return ExpertResult(torch.stack(snapshots), accuracy(model, *test), "transition" if transition else "random",
+    return ExpertResult(torch.stack(snapshots), accuracy(model, *test, precision=precision), "transition" if transition else "random",
                         seed, tracker.scores() if tracker else None, transition_seconds)

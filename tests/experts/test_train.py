@@ -57,3 +57,16 @@ def test_forgetting_counted_while_training(tiny_separable):
     result = train_expert(0, _make, _data(tiny_separable), _data(tiny_separable), recipe, track_forgetting=True)
     assert result.forgetting.shape == (len(tiny_separable),)
     assert ((result.forgetting >= 0) | result.forgetting.isinf()).all()
+
+
+def test_a_bf16_expert_trains_in_bf16_and_keeps_fp32_snapshots(tiny_separable):
+    union = (tiny_separable.images[::10], tiny_separable.labels[::10], 0.05)
+    fp32 = train_expert(2, _make, _data(tiny_separable), _data(tiny_separable), RECIPE, transition=union)
+    bf16 = train_expert(2, _make, _data(tiny_separable), _data(tiny_separable), RECIPE, transition=union,
+                        precision="bf16")
+    assert bf16.snapshots.dtype == torch.float32
+    assert not torch.equal(bf16.snapshots[0], fp32.snapshots[0])  # the transition ran in bf16 too
+    assert not torch.equal(bf16.snapshots[-1], fp32.snapshots[-1])
+    # bf16 products round, they do not derail: the trajectories stay close
+    drift = (bf16.snapshots[-1] - fp32.snapshots[-1]).norm() / (fp32.snapshots[-1] - fp32.snapshots[0]).norm()
+    assert drift < 0.2

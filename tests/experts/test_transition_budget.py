@@ -84,3 +84,15 @@ def test_run_fingerprints_recorded_before_the_new_settings_still_match():
     assert "keep" not in fields and "transition_steps" not in fields["recipe"]
     kept = load_config(DistillConfig, None, ["device=cpu", "experts.keep=last"])
     assert identity(to_dict(kept.experts)) == fields  # what is kept on disk does not change the images
+
+
+def test_expert_precision_is_invisible_at_fp32_and_part_of_the_identity_otherwise():
+    from pdd_ray.config import to_dict
+    from pdd_ray.errors import UserError
+    from pdd_ray.experts.buffer import identity
+    plain = identity(to_dict(load_config(DistillConfig, None, ["device=cpu"]).experts))
+    assert "precision" not in plain  # buffers and runs recorded before the setting existed still resume
+    bf16 = identity(to_dict(load_config(DistillConfig, None, ["device=cpu", "experts.precision=bf16"]).experts))
+    assert bf16 == {**plain, "precision": "bf16"}  # other numbers: never mixed into an fp32 buffer
+    with pytest.raises(UserError, match="experts.precision must be one of auto, fp32, bf16"):
+        load_config(DistillConfig, None, ["device=cpu", "experts.precision=fp16"]).validate()
