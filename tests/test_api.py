@@ -109,3 +109,26 @@ def test_evaluate_uses_the_recorded_recipe_as_the_cli_would(tmp_path, tiny_fashi
 def test_unknown_attribute_of_the_package_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = pdd_ray.nope
+
+
+@pytest.fixture
+def doctest_globals(tmp_path, tiny_fashion_root):
+    """What the examples in ``pdd_ray.api``'s docstrings assume: a saved 2-stage Fashion-MNIST set and its data."""
+    directory = write_set(tmp_path / "set", size=28, classes=10)
+    return {"pdd_ray": pdd_ray, "torch": torch, "directory": directory, "fashion_root": str(tiny_fashion_root)}
+
+
+def test_docstring_examples_of_the_api_run_as_written(doctest_globals):
+    """The ``>>>`` examples (load, as_dataset, transform, evaluate) give the outputs they show."""
+    import doctest
+    import io
+
+    from pdd_ray import api
+    report = io.StringIO()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = [t for t in doctest.DocTestFinder().find(api, globs=doctest_globals) if t.examples]
+    for test in tests:
+        runner.run(test, out=report.write)
+    names = {t.name.rsplit(".", 1)[-1] for t in tests}
+    assert {"load", "as_dataset", "transform", "evaluate"} <= names
+    assert runner.failures == 0, report.getvalue()
