@@ -30,18 +30,25 @@ from tests.distill.test_mtt import make_store, tiny_model
 HOLD = textwrap.dedent("""
     import sys
     from pdd_ray.locking import hold_directory
-    with hold_directory(sys.argv[1], "run"):
+    with hold_directory(sys.argv[1], sys.argv[2]):
         print("held", flush=True)
         sys.stdin.read()  # until the test closes our stdin (or kills us)
 """)
 
 
+SWEEP_CONFIG = Path(__file__).parents[1] / "tune_configs" / "sweep_stages_x_ipc_fashion_mnist.yaml"
+
+
 @pytest.fixture
-def holder(tmp_path):
-    """A second process holding the lock of ``tmp_path / 'out'``; yields (process, directory)."""
+def holder(tmp_path, request):
+    """A second process holding the lock of ``tmp_path / 'out'`` as command ``request.param`` (default run).
+
+    Yields (process, directory).
+    """
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    command = getattr(request, "param", "run")
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out), command], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     yield proc, out
     if proc.poll() is None:
@@ -58,11 +65,26 @@ def test_a_second_process_on_the_same_directory_gets_one_line_naming_the_holder(
     proc, out = holder
     res = subprocess.run([sys.executable, "-m", "pdd_ray", *command, "--out", str(out)], capture_output=True,
                          text=True, timeout=300)
+    _assert_refused_naming(res, proc, out, "run")
+
+
+@pytest.mark.parametrize("holder", ["sweep"], indirect=True)
+def test_a_second_sweep_into_the_same_directory_gets_one_line_naming_the_holder(holder):
+    """A sweep takes its directory's lock after checking its trials and before Ray: a running sweep keeps it."""
+    proc, out = holder
+    res = subprocess.run([sys.executable, "-m", "pdd_ray", "sweep", "--config", str(SWEEP_CONFIG), f"out={out}"],
+                         capture_output=True, text=True, timeout=300)
+    _assert_refused_naming(res, proc, out, "sweep")
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing of the refused sweep written
+
+
+def _assert_refused_naming(res: subprocess.CompletedProcess, proc: subprocess.Popen, out: Path, command: str):
+    """Exit 2 and one line naming the holder (its command, pid and host); the holder keeps its lock."""
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr
-    assert f"pid {proc.pid} on host {socket.gethostname()}" in lines[0] and "in use" in lines[0]
-    assert proc.poll() is None and (out / LOCK_NAME).is_file()  # the holder keeps its lock
+    assert f"in use by pdd-ray {command} (pid {proc.pid} on host {socket.gethostname()}" in lines[0]
+    assert proc.poll() is None and (out / LOCK_NAME).is_file()
 
 
 def test_a_lock_whose_holder_was_killed_is_taken_over(holder):
@@ -296,6 +318,33 @@ def test_a_local_ray_listens_on_loopback_only_and_starts_once_per_command():
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip, _ in sockets), sockets
     logging.getLogger("ray._private.authentication.authentication_token_setup").removeHandler(notices)
     assert not any("Token authentication is enabled" in m for m in notices.messages)
+
+
+@pytest.mark.parametrize("mode", [None, "disabled", "token"])
+def test_a_local_ray_leaves_token_auth_as_ray_and_the_user_set_it(monkeypatch, mode):
+    """What pdd-ray hands ``ray.init`` for its private Ray: RAY_AUTH_MODE as the user left it, no auth setting.
+
+    Ray turns token auth on for a new local instance when RAY_AUTH_MODE is unset, so leaving it alone
+    keeps auth on by default and off only where the user set ``disabled``.
+    """
+    from pdd_ray import cluster
+
+    if mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    seen = {}
+
+    def fake_init(ray, **kwargs):
+        seen.update(kwargs=kwargs, mode=os.environ.get("RAY_AUTH_MODE"))
+        return "context"
+
+    monkeypatch.setattr(cluster, "_init", fake_init)
+    assert cluster._start_local(object(), num_cpus=1) == "context"
+    assert seen["mode"] == mode and os.environ.get("RAY_AUTH_MODE") == mode
+    assert seen["kwargs"]["address"] == "local"  # a new instance: the case Ray's default-on rule covers
+    assert not any("auth" in key.lower() for key in seen["kwargs"])
+    assert not any("auth" in str(key).lower() for key in seen["kwargs"].get("_system_config") or {})
 
 
 # ---------------------------------------------------------------- bad input
