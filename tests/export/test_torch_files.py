@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pdd_ray import synset as synset_io
+from pdd_ray.distill.formation import decode, decode_labels
 from pdd_ray.errors import UserError
 from pdd_ray.export import export_set
 from tests.export.conftest import write_set
@@ -40,3 +41,20 @@ def test_an_existing_output_directory_is_refused_and_left_alone(stored_set, tmp_
         export_set(stored_set, "pt", tmp_path / "pt")
     assert (tmp_path / "pt" / "mine.txt").read_text() == "keep"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_multi_formation_export_has_factor_squared_rows_per_stored_image(tmp_path):
+    """An IDC set (factor 2) exports the 4 decoded patches of every stored image, as a network trains on them."""
+    directory = write_set(tmp_path / "set", factor=2)
+    original = synset_io.load(directory)
+    out = export_set(directory, "pt", tmp_path / "pt")
+    load = lambda name: torch.load(out / name, weights_only=True)  # noqa: E731
+    decoded = torch.cat([decode(stage.images, 2) for stage in original.stages])
+    assert load("images_best.pt").shape == (12 * 4, 1, 4, 4) and torch.equal(load("images_best.pt"), decoded)
+    labels = torch.cat([decode_labels(stage.labels, 2) for stage in original.stages])
+    assert torch.equal(load("labels_best.pt"), labels) and load("labels_best.pt")[:8].tolist() == [0] * 8
+    assert load("stages.pt").tolist() == [1] * 24 + [2] * 24
+    assert json.loads((out / "export.json").read_text())["decoded"] is True
+    stored = export_set(directory, "pt", tmp_path / "stored", decoded=False)
+    stored_images = torch.cat([stage.images for stage in original.stages])
+    assert torch.equal(torch.load(stored / "images_best.pt", weights_only=True), stored_images)
