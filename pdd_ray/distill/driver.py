@@ -13,6 +13,7 @@ or overwritten; the running stage resumes from its checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from pdd_ray.errors import UserError
 from pdd_ray.experts.buffer import identity as experts_identity
 from pdd_ray.evaluation import EvalProtocol
 from pdd_ray.models import model_factory
+from pdd_ray.precision import resolve_precision
 from pdd_ray.storage import is_uri
 from pdd_ray.tracking import Tracker
 from pdd_ray.visualize import save_image_grid
@@ -92,7 +94,9 @@ def run_stages(config: DistillConfig, data: DataBundle, device: torch.device, pr
     ``on_validation(stage, it, val_accuracy)``. ``runner``: who executes a stage
     (``pdd_ray.distill.runners``; default: what ``parallel.workers`` asks for).
     ``tracker``: where each step, check and finished stage is logged (``pdd_ray.distill.reporting``).
+    ``config.precision`` is resolved here when a caller left it ``auto`` (``run_pdd`` settles and records it).
     """
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     check_data_fits(config, data)
     runner = runner or create_stage_runner(config)
     synset = load_or_start(config, data)

@@ -92,3 +92,19 @@ def test_a_killed_bf16_run_resumes_in_bf16_and_refuses_fp32(tmp_path, tiny_fashi
 def _fp32_run(tmp_path, config):
     run_pdd(config(tmp_path / "fp32", "fp32"), progress=False)
     return tmp_path / "fp32" / "synthetic"
+
+
+def test_run_stages_resolves_an_auto_precision_a_caller_left_unsettled(tmp_path, tiny_fashion_root, buffer):
+    """Callers below ``run_pdd`` (continual memories) may hand ``auto`` straight to the driver."""
+    from pdd_ray.distill.driver import run_stages
+    from pdd_ray.precision import resolve_precision
+
+    config = load_config(DistillConfig, None, [f"data.root={tiny_fashion_root}", f"out={tmp_path / 'auto'}",
+                                               f"buffer={buffer}", *TINY, "precision=auto", "stages.num_stages=1"])
+    synset = run_stages(config, create_dataset(config.data), torch.device("cpu"), progress=False)
+    assert len(synset.stages) == 1
+    fixed = load_config(DistillConfig, None, [f"data.root={tiny_fashion_root}", f"out={tmp_path / 'fixed'}",
+                                              f"buffer={buffer}", *TINY, "stages.num_stages=1",
+                                              f"precision={resolve_precision('auto', 'cpu')}"])
+    same = run_stages(fixed, create_dataset(fixed.data), torch.device("cpu"), progress=False)
+    assert torch.equal(synset.stages[0].images, same.stages[0].images)  # auto ran as what it resolves to here
