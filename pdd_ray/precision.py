@@ -73,34 +73,52 @@ def resolve_precision(setting: str, device: torch.device | str, flags: frozenset
 
 def settle_precision(setting: str, device: torch.device | str, record: str | Path) -> str:
     """The precision a run computes in: what ``record`` (a JSON file in the run directory) says, else
-    ``setting`` resolved on ``device`` and written there before any compute.
+    ``setting`` resolved on ``device``. Writes nothing: ``record_precision`` does, once compute starts,
+    so a run refused before any compute leaves no file behind.
 
     A resumed run keeps the precision it started with, whatever machine it resumes on: ``auto``
     takes the recorded one; an explicit setting that differs from it is a user error (the images
     so far were made in the other precision).
     """
+    check_precision(setting)
+    recorded = recorded_precision(record)
+    if recorded is None:
+        return resolve_precision(setting, device)
+    if setting not in ("auto", recorded):
+        raise UserError(f"this run was started with precision={recorded} ({record}); precision={setting} would "
+                        f"mix precisions in one run: use precision={recorded} (or auto), or a new out=")
+    return recorded
+
+
+def recorded_precision(record: str | Path) -> str | None:
+    """The precision ``record`` names; None when there is no record; a UserError when it names none."""
     import json
 
+    record = Path(record)
+    if not record.is_file():
+        return None
+    try:
+        recorded = json.loads(record.read_text()).get("precision")
+    except (ValueError, AttributeError, OSError):
+        recorded = None
+    if recorded not in RESOLVED:
+        raise UserError(f"{record} does not name a precision ({', '.join(RESOLVED)}); delete it to resolve "
+                        f"the precision setting again")
+    return recorded
+
+
+def record_precision(record: str | Path, precision: str, device: torch.device | str) -> None:
+    """Write ``record`` for a resolved ``precision`` unless it exists (a resume keeps the first one)."""
     from pdd_ray.provenance import write_json
-    check_precision(setting)
+
+    if precision not in RESOLVED:
+        raise ValueError(f"only a resolved precision is recorded, got '{precision}'")
     record = Path(record)
     if record.is_file():
-        try:
-            recorded = json.loads(record.read_text()).get("precision")
-        except (ValueError, AttributeError, OSError):
-            recorded = None
-        if recorded not in RESOLVED:
-            raise UserError(f"{record} does not name a precision ({', '.join(RESOLVED)}); delete it to resolve "
-                            f"precision={setting} again")
-        if setting not in ("auto", recorded):
-            raise UserError(f"this run was started with precision={recorded} ({record}); precision={setting} would "
-                            f"mix precisions in one run: use precision={recorded} (or auto), or a new out=")
-        return recorded
-    resolved = resolve_precision(setting, device)
+        return
     record.parent.mkdir(parents=True, exist_ok=True)
-    write_json(record, {"precision": resolved, "setting": setting, "device": str(device),
-                        "fast_bf16": has_fast_bf16(device), "describe": describe(resolved)})
-    return resolved
+    write_json(record, {"precision": precision, "device": str(device), "fast_bf16": has_fast_bf16(device),
+                        "describe": describe(precision)})
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
@@ -120,4 +138,4 @@ def describe(precision: str) -> str:
 
 
 __all__ = ["PRECISIONS", "autocast", "check_precision", "cpu_flags", "describe", "has_fast_bf16",
-           "resolve_precision", "settle_precision"]
+           "record_precision", "recorded_precision", "resolve_precision", "settle_precision"]

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from pdd_ray.errors import UserError
 from pdd_ray.evaluation import EvalProtocol
 from pdd_ray.models import create_model
-from pdd_ray.precision import autocast, cpu_flags, has_fast_bf16, resolve_precision, settle_precision
+from pdd_ray.precision import (autocast, cpu_flags, has_fast_bf16, record_precision, resolve_precision,
+                                settle_precision)
 from pdd_ray.train.loop import accuracy, train_epoch
 from tests.distill.test_mtt import ITEM, make_matcher, make_state
 
@@ -62,6 +63,10 @@ def test_unknown_or_unresolved_precision_is_refused():
 def test_a_run_keeps_the_precision_it_started_with(tmp_path):
     record = tmp_path / "run" / "precision.json"
     assert settle_precision("bf16", "cpu", record) == "bf16"
+    assert not record.exists()  # settling writes nothing: a run refused before compute leaves no file
+    record_precision(record, "bf16", "cpu")
+    assert json.loads(record.read_text())["precision"] == "bf16"
+    record_precision(record, "fp32", "cpu")  # a resume never rewrites it
     assert json.loads(record.read_text())["precision"] == "bf16"
     assert settle_precision("auto", "cpu", record) == "bf16"  # resumed anywhere: what it started with
     assert settle_precision("bf16", "cpu", record) == "bf16"
@@ -70,12 +75,8 @@ def test_a_run_keeps_the_precision_it_started_with(tmp_path):
     record.write_text("not json")
     with pytest.raises(UserError, match="does not name a precision"):
         settle_precision("auto", "cpu", record)
-
-
-def test_a_refused_setting_writes_nothing(tmp_path):
-    with pytest.raises(UserError):
-        settle_precision("half", "cpu", tmp_path / "precision.json")
-    assert not (tmp_path / "precision.json").exists()
+    with pytest.raises(ValueError, match="resolved"):
+        record_precision(tmp_path / "other.json", "auto", "cpu")
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:

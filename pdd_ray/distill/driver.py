@@ -40,7 +40,7 @@ from pdd_ray.errors import UserError
 from pdd_ray.experts.buffer import identity as experts_identity
 from pdd_ray.evaluation import EvalProtocol
 from pdd_ray.models import model_factory
-from pdd_ray.precision import resolve_precision
+from pdd_ray.precision import record_precision, resolve_precision
 from pdd_ray.storage import is_uri
 from pdd_ray.tracking import Tracker
 from pdd_ray.visualize import save_image_grid
@@ -189,6 +189,8 @@ def distill_one(config: DistillConfig, data: DataBundle, synset: synset_io.Synth
     """Distil stage ``index`` (0-based) conditioned on ``synset.stages[:index]``: assembled here, run by ``runner``."""
     runner = runner or create_stage_runner(config)
     job = prepare_stage(config, data, synset.stages, index, runner.device(device))
+    # Before the first matching step: a resume on any machine keeps this precision (``settle_precision``).
+    record_precision(RunDir.of(config).precision, config.precision, device)
     outcome = runner.run(config, synset.stages[:index], index, job, prepare_stage, hooks or StageHooks(), progress)
     info = {"factor": job.factor, "best_iteration": outcome.best_iteration,
             "val_accuracy": outcome.best_val_accuracy, "skipped_nonfinite": outcome.skipped_nonfinite,

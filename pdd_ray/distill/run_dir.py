@@ -5,7 +5,7 @@
     OUT/stages/stage_<i>.ckpt       the running stage's checkpoint
     OUT/stages/validation_starts_<k>.safetensors  validation nets after k stages (the next stage continues them)
     OUT/synthetic/                  the synthetic set, one stage appended as each finishes
-    OUT/precision.json              the compute precision the run resolved at its start (a resume keeps it)
+    OUT/precision.json              the precision the run resolved (written as a stage starts; a resume keeps it)
     OUT/metrics.json, report.md, accuracy_vs_stage.png   the final evaluation
     OUT/ray_train/                  Ray Train's storage (data-parallel stages)
 
@@ -39,7 +39,7 @@ class RunDir:
 
     @property
     def precision(self) -> Path:
-        """The precision the run resolved when it started (``pdd_ray.precision.settle_precision``)."""
+        """The precision the run resolved when it started (``pdd_ray.precision.record_precision``)."""
         return self.root / "precision.json"
 
     def stage_picture(self, index: int) -> Path:

@@ -58,7 +58,8 @@ def _run_locked(config: DistillConfig, progress: bool, on_iteration, on_validati
     if config.evaluate:
         warn_if_baseline_capped(config, data)  # before compute, not in the report hours later
     check_eval_fits(config)
-    # Resolved once and recorded: every stage, validation and evaluation of this run (and its resumes) uses it.
+    # Resolved once (recorded by the first stage): every stage, validation and evaluation of this run and its
+    # resumes uses it.
     config = dataclasses.replace(config, precision=settle_precision(config.precision, device,
                                                                     RunDir.of(config).precision))
     with create_tracker(config.logging, config.out, to_dict(config), config.tracking) as tracker:
