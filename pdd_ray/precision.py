@@ -20,11 +20,13 @@ A run resolves ``auto`` once, records what it chose, and a resumed run keeps it
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
 
 from pdd_ray.errors import UserError
+from pdd_ray.provenance import write_json
 
 PRECISIONS = ("auto", "fp32", "bf16")
 RESOLVED = ("fp32", "bf16")
@@ -92,8 +94,6 @@ def settle_precision(setting: str, device: torch.device | str, record: str | Pat
 
 def recorded_precision(record: str | Path) -> str | None:
     """The precision ``record`` names; None when there is no record; a UserError when it names none."""
-    import json
-
     record = Path(record)
     if not record.is_file():
         return None
@@ -109,8 +109,6 @@ def recorded_precision(record: str | Path) -> str | None:
 
 def record_precision(record: str | Path, precision: str, device: torch.device | str) -> None:
     """Write ``record`` for a resolved ``precision`` unless it exists (a resume keeps the first one)."""
-    from pdd_ray.provenance import write_json
-
     if precision not in RESOLVED:
         raise ValueError(f"only a resolved precision is recorded, got '{precision}'")
     record = Path(record)
