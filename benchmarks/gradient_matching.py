@@ -31,7 +31,9 @@ finished; ``--merge A.json B.json`` joins runs made side by side into ``--out``.
 A variant's distillation and its evaluation can run apart (on different days: IDC's recipe
 evaluation alone is hours on this CPU): ``--phase distill`` writes the distilled set to
 ``benchmarks/results/gradient_matching_sets/<variant>/`` (a synthetic-set directory,
-~0.3 MB) and a row marked ``"evaluated": false``; ``--phase evaluate`` reads that set and
+~0.3 MB) and a row marked ``"evaluated": false``; while it runs, ``<variant>/progress/`` holds a
+checkpoint and the budget spent so far, so a distillation cut short (a session's end, a kill)
+continues where it stopped when the same command is run again; ``--phase evaluate`` reads that set and
 completes the row; ``--phase all`` does both.
 ``benchmarks/gradient_matching_gpu.py`` runs the full official budget on a GPU.
 """
@@ -40,8 +42,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -90,38 +94,85 @@ class _BudgetSpent(Exception):
     """Raised between outer iterations once the time budget is used up."""
 
 
-def distill_within_budget(config: DistillConfig, data, device, budget_s: float, clock: str = "cpu") -> dict:
+def distill_within_budget(config: DistillConfig, data, device, budget_s: float, clock: str = "cpu",
+                          progress_dir: Path | None = None, checkpoint_every: int = 1) -> dict:
     """One stage, stopped after the first matching step that ends past ``budget_s`` (at least one step).
 
     ``clock`` is ``cpu`` (this process's CPU time) or ``wall``. The stop may fall inside an outer
     iteration (one IDC outer iteration is 100 matching steps, longer than a short CPU budget):
     ``outer_iterations`` counts the started ones as a fraction.
+
+    With ``progress_dir`` the stage checkpoints there every ``checkpoint_every`` matching steps,
+    beside ``progress.json`` (budget spent, networks built), and a later call continues from it:
+    a 2-hour budget can span machine sessions. The directory is removed once the budget is spent.
     """
     job = prepare_stage(config, data, [], 0, device)
     initial = Stage(job.state.images.detach().cpu().clone(), job.state.labels.cpu(), None, {"factor": job.factor})
     every = max(config.gm.net_reset_every, 1)
     spent = time.process_time if clock == "cpu" else time.perf_counter
     start, cpu_start, budget_start = time.perf_counter(), time.process_time(), spent()
+    earlier = _read_progress(progress_dir, config, clock)
     done = {"iterations": 0, "budget": False}
+
+    def used() -> dict:
+        return {"budget_seconds": earlier["budget_seconds"] + spent() - budget_start,
+                "seconds": earlier["seconds"] + time.perf_counter() - start,
+                "cpu_seconds": earlier["cpu_seconds"] + time.process_time() - cpu_start,
+                "networks_built": earlier["networks_built"] + job.matcher.networks_built}
 
     def on_iteration(it: int) -> None:
         done["iterations"] = it
-        if spent() - budget_start >= budget_s:
+        if used()["budget_seconds"] >= budget_s:
             raise _BudgetSpent
 
-    # No validation check and no checkpoints: the budget goes to matching, the final iterate is evaluated.
-    settings = dataclasses.replace(job.settings, eval_every=10**12, checkpoint_every=10**12)
+    def on_checkpoint(it: int, path: Path) -> None:
+        write_json(progress_dir / "progress.json", {**used(), "iteration": it, "clock": clock,
+                                                   "sessions": earlier["sessions"] + 1,
+                                                   "fingerprint": _fingerprint(config), "written": now()})
+
+    # No validation check: the budget goes to matching, the final iterate is evaluated.
+    settings = dataclasses.replace(job.settings, eval_every=10**12,
+                                   checkpoint_every=checkpoint_every if progress_dir else 10**12)
     with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = (progress_dir or Path(tmp)) / "stage.ckpt"
         try:
-            distill_stage(job.state, job.matcher, settings, lambda images, lr: 0.0, Path(tmp) / "stage.ckpt",
-                          on_iteration=on_iteration, progress=False)
+            distill_stage(job.state, job.matcher, settings, lambda images, lr: 0.0, checkpoint,
+                          on_iteration=on_iteration, progress=False, fingerprint=_fingerprint(config),
+                          on_checkpoint=on_checkpoint if progress_dir else None)
         except _BudgetSpent:
             done["budget"] = True
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    totals = used()
     stage = Stage(job.state.images.detach().cpu(), job.state.labels.cpu(), None, {"factor": job.factor})
+    if progress_dir is not None:
+        shutil.rmtree(progress_dir, ignore_errors=True)
     return {"stage": stage, "initial": initial, "iterations": done["iterations"], "outer_iterations": done["iterations"] / every,
-            "networks_built": job.matcher.networks_built, "seconds": seconds, "cpu_seconds": cpu_seconds,
-            "stopped_by_budget": done["budget"], "lr_img": settings.lr_img}
+            "networks_built": totals["networks_built"], "seconds": totals["seconds"],
+            "cpu_seconds": totals["cpu_seconds"], "stopped_by_budget": done["budget"], "lr_img": settings.lr_img,
+            "sessions": earlier["sessions"] + 1}
+
+
+def _fingerprint(config: DistillConfig) -> str:
+    """What a saved progress checkpoint must match to be continued: the whole config."""
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_progress(progress_dir: Path | None, config: DistillConfig, clock: str) -> dict:
+    """The budget an earlier, cut-short call of ``distill_within_budget`` spent (zeros for a fresh start)."""
+    fresh = {"budget_seconds": 0.0, "seconds": 0.0, "cpu_seconds": 0.0, "networks_built": 0, "sessions": 0}
+    if progress_dir is None:
+        return fresh
+    path = progress_dir / "progress.json"
+    if not path.is_file() or not (progress_dir / "stage.ckpt").is_file():
+        shutil.rmtree(progress_dir, ignore_errors=True)  # a checkpoint without its record (or the reverse)
+        progress_dir.mkdir(parents=True)
+        return fresh
+    saved = json.loads(path.read_text())
+    if saved.get("fingerprint") != _fingerprint(config) or saved.get("clock") != clock:
+        raise SystemExit(f"{progress_dir} holds another config's progress: delete it to start afresh")
+    print(f"continuing from {progress_dir}: iteration {saved['iteration']}, "
+          f"{saved['budget_seconds'] / 60:.1f} min of budget spent", flush=True)
+    return {**fresh, **{k: saved[k] for k in ("budget_seconds", "seconds", "cpu_seconds", "networks_built")},
+            "sessions": int(saved.get("sessions", 1))}
 
 
 def variant_config(name: str, args) -> DistillConfig:
@@ -140,7 +191,9 @@ def distill_variant(name: str, args, device) -> dict:
     config = variant_config(name, args)
     seed_everything(config.seed)
     data = create_dataset(config.data)
-    distilled = distill_within_budget(config, data, device, args.budget_minutes * 60, args.clock)
+    progress = Path(args.sets) / name / "progress"
+    distilled = distill_within_budget(config, data, device, args.budget_minutes * 60, args.clock, progress,
+                                      args.checkpoint_every)
     stage, initial = distilled.pop("stage"), distilled.pop("initial")
     for kind, which in (("final", stage), ("initial", initial)):
         synset_io.save(synset_io.SyntheticSet(data.name, data.num_classes, data.class_names, data.preprocessor,
@@ -152,7 +205,7 @@ def distill_variant(name: str, args, device) -> dict:
             "outer_iterations_run": distilled["outer_iterations"], "outer_iterations_official": OFFICIAL_OUTER[base],
             "matching_steps_run": distilled["iterations"], "matching_steps_official": config.stages.iterations,
             "networks_built": distilled["networks_built"], "distill_seconds": distilled["seconds"],
-            "distill_cpu_seconds": distilled["cpu_seconds"], "stopped_by_budget": distilled["stopped_by_budget"],
+            "distill_cpu_seconds": distilled["cpu_seconds"], "stopped_by_budget": distilled["stopped_by_budget"], "sessions": distilled["sessions"],
             "stored_images": len(stage.labels), "decoded_images": len(stage.training_data()[1]),
             "image_optimizer_lr": distilled["lr_img"], "distilled": now(), "seed": config.seed,
             "config": to_dict(config)}
@@ -220,6 +273,8 @@ def main() -> None:
     p.add_argument("--train-per-class", type=int, default=0, help="0: the full training split")
     p.add_argument("--with-init", action="store_true",
                    help="also evaluate idc's and dsa's initial (real-image) sets under the same recipe")
+    p.add_argument("--checkpoint-every", type=int, default=1,
+                   help="matching steps between progress checkpoints (one DSA step is ~1.5 CPU-minutes here)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="/tmp/pdd-gm-bench")
