@@ -22,8 +22,15 @@ Parts (each prints a table and merges into benchmarks/results/speed.json under t
 * ``agreement``: image-gradient cosine and relative error, loss and lr-gradient error of the
   bf16 path against fp32, per mode (fewer steps where bf16 is emulated and slow).
 * ``train``: expert/evaluation training images/s (``train_epoch``, batch 256, DSA), plain vs
-  fast, and whether the fast path's parameters equal fp32's (identical when the fast path is
-  fp32 here) or, in bf16, the accuracy gap after a short run on Fashion-MNIST when installed.
+  fast, and whether the fast path's parameters equal fp32's (identical when the fast path is fp32).
+* ``quality`` (where the fast path is bf16, or with ``--force-bf16``): (1) training accuracy:
+  3 networks (seeds 0-2, ConvNet-3 width 128) trained on 10k Fashion-MNIST images in fp32 and in
+  bf16, final test accuracy; (2) distilled sets: the quickstart recipe and one width-128 stage of
+  it, each distilled in fp32 and in bf16 from the same seed and the same expert buffers (the bf16
+  run is handed a copy of the fp32 run's buffers), then both sets evaluated by one fp32
+  protocol, the recipe's own. Target: within 0.5 points. Where ``precision=auto`` resolves to
+  fp32 the fast path computes in fp32, so both figures equal fp32's by construction and the part
+  records that instead of running (bf16 emulated in software is ~10x slower than fp32).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,13 +53,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 
 from benchmarks.distill import ITEM, SIZE, WIDTH, Rebound, make_matcher, make_setup, reference_style  # noqa: E402
 from pdd_ray.augment.dsa import DSA  # noqa: E402
-from pdd_ray.models import create_model  # noqa: E402
+from pdd_ray.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, load_config  # noqa: E402
+from pdd_ray.data.bundle import create_dataset  # noqa: E402
+from pdd_ray.distill.config import DistillConfig  # noqa: E402
+from pdd_ray.evaluation import EvalProtocol  # noqa: E402
+from pdd_ray.jobs.evaluate import evaluate_config, evaluate_directory  # noqa: E402
+from pdd_ray.jobs.run import run_pdd  # noqa: E402
+from pdd_ray.models import create_model, model_factory  # noqa: E402
+from pdd_ray.synset import Stage  # noqa: E402
 from pdd_ray.precision import cpu_flags, describe, has_fast_bf16, resolve_precision  # noqa: E402
 from pdd_ray.provenance import now, versions, write_json  # noqa: E402
 from pdd_ray.runtime import configure_compute, describe_compute  # noqa: E402
 from pdd_ray.train.loop import train_epoch  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "speed.json"
+QUICKSTART = Path(__file__).resolve().parent.parent / "tune_configs" / "quickstart_fashion_mnist.yaml"
+# The quality check's distilled sets: the quickstart as it is, and one stage of it at width 128.
+QUALITY_SETS = {"quickstart": [], "width128_one_stage": ["model.width=128", "stages.num_stages=1"]}
 SEED = 0
 TRAIN_BATCH = 256
 TARGETS = {"mtt_fast_over_reference": 2.5, "memory_saving_over_standard_max": 1.2, "train_fast_over_plain": 3.0,
@@ -294,6 +312,67 @@ def train(args) -> dict:
     return row
 
 
+def quality(args) -> dict:
+    """The fast path's accuracy against fp32: trained networks, and distilled sets (module docstring)."""
+    if args.fast_precision == "fp32" and not args.force_bf16:
+        reason = ("precision=auto resolves to fp32 on this device: the fast path computes in fp32, so its "
+                  "networks and sets are the fp32 ones by construction (--force-bf16 runs the check anyway)")
+        print(f"quality: skipped; {reason}")
+        return {"skipped": reason}
+    work = Path(args.quality_work)
+    shutil.rmtree(work, ignore_errors=True)
+    result = {"precision": "bf16", "training": training_accuracy(args, "bf16"), "distilled_sets": {}}
+    for name in args.quality_sets:
+        result["distilled_sets"][name] = distilled_set_gap(args, "bf16", QUALITY_SETS[name], work / name)
+    return result
+
+
+def training_accuracy(args, precision: str) -> dict:
+    """Final test accuracy of ``args.quality_runs`` networks trained on real images in fp32 and in ``precision``."""
+    data = create_dataset(DataConfig(dataset="fashion_mnist", train_per_class=args.quality_train_per_class))
+    real = Stage(data.train.images, data.train.labels, None, {})
+    make_model = model_factory(ModelConfig(arch="convnet", width=WIDTH), data.image_shape, data.num_classes,
+                               torch.device(args.device))
+    eval_config = EvalConfig(runs=args.quality_runs, epochs=args.quality_epochs, mode="union", lr=0.01)
+    row = {"runs": args.quality_runs, "epochs": args.quality_epochs, "train_images": len(real.labels)}
+    for p in ("fp32", precision):
+        protocol = EvalProtocol.from_config(eval_config, AugmentConfig(), "convnet", p)
+        start = time.perf_counter()
+        outcome = protocol.evaluate([real], (data.test.images, data.test.labels), make_model, progress=False,
+                                    device=args.device)
+        row[p] = {"accuracy_mean": 100 * outcome.mean, "accuracy_std": 100 * outcome.std,
+                  "final": [100 * a for a in outcome.final], "seconds": time.perf_counter() - start}
+    row["gap_points"] = row[precision]["accuracy_mean"] - row["fp32"]["accuracy_mean"]
+    row["within_target"] = abs(row["gap_points"]) <= TARGETS["quality_points"]
+    print(f"training accuracy: fp32 {row['fp32']['accuracy_mean']:.2f}, {precision} "
+          f"{row[precision]['accuracy_mean']:.2f} (gap {row['gap_points']:+.2f} points)")
+    return row
+
+
+def distilled_set_gap(args, precision: str, overrides: list[str], work: Path) -> dict:
+    """One recipe distilled in fp32 and in ``precision`` from one seed and one buffer; both sets evaluated in fp32."""
+    row = {"overrides": [*overrides, *args.quality_overrides]}
+    for p in ("fp32", precision):
+        if p != "fp32":  # the same expert buffers (stage 1 and the transitions) as the fp32 run
+            shutil.copytree(work / "fp32" / "experts", work / p / "experts")
+        config = load_config(DistillConfig, QUICKSTART, [f"out={work / p}", f"precision={p}",
+                                                         f"device={args.device}", *row["overrides"]])
+        start = time.perf_counter()
+        own = run_pdd(config, progress=False)["metrics"]["pdd"]
+        seconds = time.perf_counter() - start
+        synthetic = work / p / "synthetic"
+        entry = evaluate_directory(synthetic, evaluate_config(synthetic, overrides=[f"device={args.device}"]),
+                                   progress=False)
+        row[p] = {"accuracy_mean": 100 * entry["result"]["mean"], "accuracy_std": 100 * entry["result"]["std"],
+                  "own_protocol_accuracy_mean": 100 * own["mean"], "run_seconds": seconds,
+                  "protocol": entry["protocol"] + " (fp32)"}
+    row["gap_points"] = row[precision]["accuracy_mean"] - row["fp32"]["accuracy_mean"]
+    row["within_target"] = abs(row["gap_points"]) <= TARGETS["quality_points"]
+    print(f"distilled set {work.name}: fp32 {row['fp32']['accuracy_mean']:.2f}, {precision} "
+          f"{row[precision]['accuracy_mean']:.2f} (gap {row['gap_points']:+.2f} points)")
+    return row
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -323,7 +402,7 @@ def _cpu_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("all", "peak", "mtt", "agreement", "train"), default="all")
+    parser.add_argument("--part", choices=("all", "peak", "mtt", "agreement", "train", "quality"), default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (ignored on CUDA)")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20])
@@ -331,6 +410,14 @@ def main() -> None:
     parser.add_argument("--agreement-steps", type=int, default=2,
                         help="unrolled steps for the bf16 agreement where bf16 is emulated (slow)")
     parser.add_argument("--train-images", type=int, default=2560, help="images per timed training epoch")
+    parser.add_argument("--force-bf16", action="store_true", help="run the quality part where bf16 is not fast")
+    parser.add_argument("--quality-sets", nargs="*", default=list(QUALITY_SETS), choices=list(QUALITY_SETS))
+    parser.add_argument("--quality-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="added to every quality-check distillation (e.g. a smaller stages.iterations)")
+    parser.add_argument("--quality-runs", type=int, default=3)
+    parser.add_argument("--quality-epochs", type=int, default=10, help="epochs of the training-accuracy check")
+    parser.add_argument("--quality-train-per-class", type=int, default=1000)
+    parser.add_argument("--quality-work", default="/tmp/pdd-speed-quality")
     parser.add_argument("--out", default=str(OUT), help="the JSON file results are merged into")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--train-child", help=argparse.SUPPRESS)
@@ -355,6 +442,9 @@ def main() -> None:
         record(args, results)
     if args.part in ("all", "train"):
         results["train"] = train(args)
+        record(args, results)
+    if args.part in ("all", "quality"):
+        results["quality"] = quality(args)
     record(args, results)
 
 
