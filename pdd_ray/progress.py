@@ -202,5 +202,66 @@ def summary(message: str, logger: str = PACKAGE_LOGGER) -> None:
     logging.getLogger(logger).info(message)
 
 
+class _Counts:
+    """Ray actor body: a count per key (one per job that reports to a progress bar)."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, n: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def value(self, key: str) -> int:
+        return self.counts.get(key, 0)
+
+    def drop(self, key: str) -> None:
+        self.counts.pop(key, None)
+
+
+_counts_actors: dict[tuple, object] = {}  # (Ray node id, job id) -> this process's counts actor
+
+
+class TaskCounter:
+    """What Ray tasks add to and the driver's progress bar reads: ``add(n)`` in a task, ``value()`` here.
+
+    Progress is cosmetic: once the counts actor is gone (a cluster going down), ``value()``
+    keeps its last answer instead of failing the job it reports on.
+    """
+
+    def __init__(self, actor, key: str):
+        self.actor, self.key, self._last = actor, key, 0
+
+    def add(self, n: int) -> None:
+        self.actor.add.remote(self.key, n)
+
+    def value(self) -> int:
+        import ray
+        try:
+            self._last = ray.get(self.actor.value.remote(self.key))
+        except ray.exceptions.RayError:
+            pass
+        return self._last
+
+    def close(self) -> None:
+        self.actor.drop.remote(self.key)
+
+
+def task_counter() -> TaskCounter:
+    """A new count on this process's counts actor in the current Ray session.
+
+    An actor is a process of its own, seconds to start, so one serves every count a process
+    asks for in a session (this module imports nothing heavy, so it starts quickly too).
+    """
+    import uuid
+
+    import ray
+    context = ray.get_runtime_context()
+    session = (context.get_node_id(), context.get_job_id())
+    if session not in _counts_actors:
+        _counts_actors.clear()  # handles into an earlier session are dead
+        _counts_actors[session] = ray.remote(_Counts).options(num_cpus=0).remote()
+    return TaskCounter(_counts_actors[session], uuid.uuid4().hex)
+
+
 __all__ = ["progress_bar", "progress_mode", "LineProgress", "configure_output", "configure_output_from_env",
-           "check_environment", "summary", "PROGRESS_ENV", "INTERVAL_ENV", "LOG_LEVEL_ENV"]
+           "check_environment", "summary", "TaskCounter", "task_counter", "PROGRESS_ENV", "INTERVAL_ENV", "LOG_LEVEL_ENV"]

@@ -137,3 +137,17 @@ def test_a_cli_run_logged_to_a_file_has_whole_lines_only(tmp_path, tiny_fashion_
     lines = text.splitlines()
     assert len(lines) <= 40 and max(len(line) for line in lines) < 300, text
     assert any(line.startswith("stage 2/2: 4/4 it (100%)") for line in lines), text
+
+
+def test_task_counters_count_what_ray_tasks_add_each_on_its_own_and_share_one_actor(local_ray):
+    import ray
+    from pdd_ray.progress import task_counter
+    first, second = task_counter(), task_counter()
+    assert first.actor._actor_id == second.actor._actor_id  # one actor process per session, not one per build
+    add = ray.remote(lambda counter, n: counter.add(n)).options(num_cpus=0)  # shipped by value: a light worker
+    ray.get([add.remote(first, 2), add.remote(first, 3), add.remote(second, 1)])
+    assert (first.value(), second.value()) == (5, 1)
+    first.close()
+    assert first.value() == 0 and second.value() == 1
+    ray.kill(second.actor)
+    assert second.value() == 1  # progress is cosmetic: a lost counts actor does not fail the job

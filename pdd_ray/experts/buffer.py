@@ -25,7 +25,7 @@ from pdd_ray.errors import UserError
 from pdd_ray.experts.train import ExpertRecipe, train_expert
 from pdd_ray.models import model_factory
 from pdd_ray.precision import check_precision
-from pdd_ray.progress import progress_bar
+from pdd_ray.progress import progress_bar, task_counter
 from pdd_ray.selection.forgetting import save_scores
 from pdd_ray.storage import is_uri, prepare_output_dir, upload_directory
 
@@ -141,7 +141,7 @@ def _expert_task(expert_id, config, num_classes, train, test, transition, start,
     make_model = model_factory(config.model, tuple(train[0].shape[1:]), num_classes, device)
     result = train_expert(config.seed + expert_id, make_model, train, test, config.recipe,
                           make_augment(config.augment), transition, config.track_forgetting,
-                          on_epoch=lambda _: progress.add.remote(1), start=start,
+                          on_epoch=lambda _: progress.add(1), start=start,
                           precision=resolve_precision(config.precision, device))
     return expert_id, result
 
@@ -234,7 +234,7 @@ def _create_store(config: ExpertsConfig, data, stages):
 def _run_tasks(config, store, data, transition, todo, show_progress, after_save=None) -> None:
     import ray
 
-    counter = ray.remote(_EpochCounter).options(num_cpus=0).remote()
+    counter = task_counter()
     train_ref = ray.put((data.train.images, data.train.labels))
     test_ref = ray.put((data.test.images, data.test.labels))
     task = ray.remote(_expert_task).options(num_cpus=config.cpus_per_expert, num_gpus=config.gpus_per_expert,
@@ -250,7 +250,7 @@ def _run_tasks(config, store, data, transition, todo, show_progress, after_save=
     done, failures = 0, []
     while pending:
         ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-        bar.n = min(ray.get(counter.value.remote()), total_epochs)
+        bar.n = min(counter.value(), total_epochs)
         bar.refresh()
         for ref in ready:
             try:
@@ -264,6 +264,7 @@ def _run_tasks(config, store, data, transition, todo, show_progress, after_save=
             done += 1
             bar.set_description(f"experts {done}/{len(todo)}")
     bar.close()
+    counter.close()
     if failures:
         raise UserError(f"{len(failures)} expert(s) failed after {config.max_retries} retries "
                         f"(completed ones are saved; rerun to resume): {failures[0]}")
@@ -293,19 +294,6 @@ def read_positions(path: str, limit: int) -> torch.Tensor:
     if positions.dim() != 1 or len(positions) == 0 or positions.min() < 0 or positions.max() >= limit:
         raise UserError(f"{path}: positions must be a non-empty 1-d list within the training split (< {limit})")
     return positions
-
-
-class _EpochCounter:
-    """Epochs finished across all tasks, for the one progress bar."""
-
-    def __init__(self):
-        self.count = 0
-
-    def add(self, n: int) -> None:
-        self.count += n
-
-    def value(self) -> int:
-        return self.count
 
 
 def _save_expert(config, store, expert_id: int, result) -> None:
