@@ -92,9 +92,9 @@ def one_torch_thread():
 
 @pytest.fixture
 def local_ray():
-    """A local Ray (2 CPUs) started for this test and stopped after it; yields its GCS address."""
+    """A local Ray of its own (2 CPUs; "local": never a head `ray start` left running) for this test; its GCS address."""
     import ray
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -207,7 +207,7 @@ def test_experts_out_uri_builds_locally_and_uploads_after_each_expert(tmp_path, 
             "device=cpu", "augment.dsa=false"]
     started = not ray.is_initialized()
     if started:  # one local Ray for both runs (ray_session reuses it)
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         assert main(argv) == 0
         assert "2 expert(s)" in capsys.readouterr().out

@@ -69,7 +69,7 @@ def test_a_run_killed_after_a_deletion_resumes_to_the_end(tmp_path, tiny_fashion
     def crash(stage, iteration):
         if stage == 2:
             raise KeyboardInterrupt  # stage 3's buffer is built, stage 2's already deleted
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         try:
             run_pdd(config, progress=False, on_iteration=crash)

@@ -16,7 +16,7 @@ TINY = ["model.width=4", "model.depth=2", "data.val_size=40", "device=cpu", "aug
 
 
 def test_run_command_with_mtt_builds_transition_experts_and_reports(tmp_path, tiny_fashion_root, capsys):
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         code = main(["run", "--config", "default", "--data-root", str(tiny_fashion_root),
                      "--out", str(tmp_path / "run"), *TINY])
@@ -54,7 +54,7 @@ def test_stage_two_experts_continue_the_chain_from_stage_one(tmp_path, tiny_fash
 
     config = load_config(DistillConfig, None, [f"data.root={tiny_fashion_root}", f"out={tmp_path / 'run'}", *TINY,
                                                "evaluate=false"])
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         from pdd_ray.jobs.run import run_pdd
         run_pdd(config, progress=False)

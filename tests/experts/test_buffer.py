@@ -15,7 +15,7 @@ TINY = ["model.width=4", "model.depth=2", "recipe.epochs=2", "recipe.batch_size=
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     marker_dir = tmp_path_factory.mktemp("fail_once")
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {FAIL_ONCE_ENV: str(marker_dir)}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {FAIL_ONCE_ENV: str(marker_dir)}})
     yield marker_dir
     ray.shutdown()
 

@@ -22,7 +22,7 @@ def ray_with_fault_injection(tmp_path):
     ray = pytest.importorskip("ray")
     markers = tmp_path / "markers"
     markers.mkdir()
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {FAIL_ONCE_ENV: str(markers)}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {FAIL_ONCE_ENV: str(markers)}})
     yield markers
     ray.shutdown()
 
