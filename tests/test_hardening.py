@@ -432,8 +432,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, tiny_f
 
 @pytest.mark.parametrize("case", ["experts.cpus_per_expert=64 on 2 CPUs", "gpus_per_expert=1 without a GPU",
                                   "run with gpus_per_expert=1 without a GPU"])
-def test_requests_the_cluster_cannot_place_fail_before_compute(case, tmp_path, tiny_fashion_root, capsys,
-                                                               local_ray):
+def test_requests_the_cluster_cannot_place_fail_before_compute(case, tmp_path, tiny_fashion_root, local_ray,
+                                                               capsys):
+    # local_ray before capsys: Ray's log handlers bind the stderr of the moment it starts, which must not be
+    # this test's captured stream (closed after it: "I/O operation on closed file" in later tests).
     argv = _bad_inputs_on_ray(tmp_path, tiny_fashion_root)[case]
     _assert_refused(argv, tmp_path, capsys)
 
