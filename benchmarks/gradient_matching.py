@@ -111,7 +111,8 @@ def distill_within_budget(config: DistillConfig, data, device, budget_s: float, 
     every = max(config.gm.net_reset_every, 1)
     spent = time.process_time if clock == "cpu" else time.perf_counter
     start, cpu_start, budget_start = time.perf_counter(), time.process_time(), spent()
-    earlier = _read_progress(progress_dir, config, clock)
+    fingerprint = _fingerprint(config)
+    earlier = _read_progress(progress_dir, fingerprint, clock)
     done = {"iterations": 0, "budget": False}
 
     def used() -> dict:
@@ -128,7 +129,7 @@ def distill_within_budget(config: DistillConfig, data, device, budget_s: float, 
     def on_checkpoint(it: int, path: Path) -> None:
         write_json(progress_dir / "progress.json", {**used(), "iteration": it, "clock": clock,
                                                    "sessions": earlier["sessions"] + 1,
-                                                   "fingerprint": _fingerprint(config), "written": now()})
+                                                   "fingerprint": fingerprint, "written": now()})
 
     # No validation check: the budget goes to matching, the final iterate is evaluated.
     settings = dataclasses.replace(job.settings, eval_every=10**12,
@@ -137,7 +138,7 @@ def distill_within_budget(config: DistillConfig, data, device, budget_s: float, 
         checkpoint = (progress_dir or Path(tmp)) / "stage.ckpt"
         try:
             distill_stage(job.state, job.matcher, settings, lambda images, lr: 0.0, checkpoint,
-                          on_iteration=on_iteration, progress=False, fingerprint=_fingerprint(config),
+                          on_iteration=on_iteration, progress=False, fingerprint=fingerprint,
                           on_checkpoint=on_checkpoint if progress_dir else None)
         except _BudgetSpent:
             done["budget"] = True
@@ -156,7 +157,7 @@ def _fingerprint(config: DistillConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _read_progress(progress_dir: Path | None, config: DistillConfig, clock: str) -> dict:
+def _read_progress(progress_dir: Path | None, fingerprint: str, clock: str) -> dict:
     """The budget an earlier, cut-short call of ``distill_within_budget`` spent (zeros for a fresh start)."""
     fresh = {"budget_seconds": 0.0, "seconds": 0.0, "cpu_seconds": 0.0, "networks_built": 0, "sessions": 0}
     if progress_dir is None:
@@ -167,7 +168,7 @@ def _read_progress(progress_dir: Path | None, config: DistillConfig, clock: str)
         progress_dir.mkdir(parents=True)
         return fresh
     saved = json.loads(path.read_text())
-    if saved.get("fingerprint") != _fingerprint(config) or saved.get("clock") != clock:
+    if saved.get("fingerprint") != fingerprint or saved.get("clock") != clock:
         raise SystemExit(f"{progress_dir} holds another config's progress: delete it to start afresh")
     print(f"continuing from {progress_dir}: iteration {saved['iteration']}, "
           f"{saved['budget_seconds'] / 60:.1f} min of budget spent", flush=True)
