@@ -34,7 +34,9 @@ evaluation alone is hours on this CPU): ``--phase distill`` writes the distilled
 ~0.3 MB) and a row marked ``"evaluated": false``; while it runs, ``<variant>/progress/`` holds a
 checkpoint and the budget spent so far, so a distillation cut short (a session's end, a kill)
 continues where it stopped when the same command is run again; ``--phase evaluate`` reads that set and
-completes the row; ``--phase all`` does both.
+completes the row; ``--phase all`` does both. Each evaluation run is saved to ``<variant>/evaluation/`` as it
+ends: a cut-short evaluation continues with the runs it lacks, and two processes with disjoint
+``--eval-run-ids`` (one torch thread each) share one; the row is written once all runs are saved.
 ``benchmarks/gradient_matching_gpu.py`` runs the full official budget on a GPU.
 """
 
@@ -58,7 +60,7 @@ from pdd_ray.distill.config import DistillConfig
 from pdd_ray.distill.driver import prepare_stage
 from pdd_ray.distill.gradient_matching import DSA_ITERATIONS, IDC_NITER
 from pdd_ray.distill.stage import distill_stage
-from pdd_ray.evaluation import EvalProtocol
+from pdd_ray.evaluation import EvalProtocol, EvalResult
 from pdd_ray.models import model_factory
 from pdd_ray import synset as synset_io
 from pdd_ray.provenance import now, versions, write_json
@@ -212,8 +214,14 @@ def distill_variant(name: str, args, device) -> dict:
             "config": to_dict(config)}
 
 
-def evaluate_variant(row: dict, args, device) -> dict:
-    """Train fresh networks on a distilled variant's saved set with its own recipe: the row completed."""
+def evaluate_variant(row: dict, args, device) -> dict | None:
+    """Train fresh networks on a distilled variant's saved set with its own recipe: the row completed.
+
+    Run j (seeded ``seed + j``, as ``EvalProtocol.evaluate`` seeds it) is saved to
+    ``<variant>/evaluation/run_<j>.json`` as soon as it ends, so an evaluation cut short continues
+    with the runs it lacks, and processes given disjoint ``--eval-run-ids`` share one evaluation.
+    Returns None while runs are missing.
+    """
     name = row["variant"]
     config = variant_config(name, args)
     data = create_dataset(config.data)
@@ -222,9 +230,17 @@ def evaluate_variant(row: dict, args, device) -> dict:
     make_model = model_factory(config.model, data.image_shape, data.num_classes, device)
     test = (data.test.images, data.test.labels)
     sets = Path(args.sets) / name
-    start = time.perf_counter()
-    result = protocol.evaluate(synset_io.load(sets / "final").stages, test, make_model, mode="union",
-                               progress=False, device=device)
+    stages = synset_io.load(sets / "final").stages
+    key = _evaluation_key(protocol, sets / "final")
+    for run in args.eval_run_ids if args.eval_run_ids is not None else range(args.eval_runs):
+        if _saved_run(sets, run, key) is None:
+            _evaluate_one_run(protocol, run, stages, test, make_model, device, sets, key)
+    saved = [_saved_run(sets, run, key) for run in range(args.eval_runs)]
+    if any(entry is None for entry in saved):
+        print(f"{name}: {sum(entry is not None for entry in saved)} of {args.eval_runs} evaluation runs saved "
+              f"in {sets / 'evaluation'}", flush=True)
+        return None
+    result = EvalResult("union", per_run=[entry["per_run"] for entry in saved])
     extra = {}
     if args.with_init and name in PUBLISHED:  # what the matching added over its real-image initialisation
         init = protocol.evaluate(synset_io.load(sets / "initial").stages, test, make_model, mode="union",
@@ -232,9 +248,40 @@ def evaluate_variant(row: dict, args, device) -> dict:
         extra = {"initial_images_accuracy_mean": 100 * init.mean, "initial_images_accuracy_std": 100 * init.std}
     return {**row, **extra, "evaluated": True, "test_accuracy_mean": 100 * result.mean,
             "test_accuracy_std": 100 * result.std, "result": result.to_dict(),
-            "eval_seconds": time.perf_counter() - start, "eval_torch_threads": torch.get_num_threads(),
+            "eval_seconds": sum(entry["seconds"] for entry in saved),
+            "eval_cpu_seconds": sum(entry["cpu_seconds"] for entry in saved),
+            "eval_torch_threads": sorted({entry["torch_threads"] for entry in saved}),
             "eval_runs": args.eval_runs, "evaluated_at": now(),
             "protocol": protocol.describe(mode="union", num_stages=1) + "; test accuracy on the test split"}
+
+
+def _evaluation_key(protocol: EvalProtocol, final: Path) -> str:
+    """What a saved evaluation run must match to count: the protocol in words and the set's manifest."""
+    text = protocol.describe(mode="union", runs=1) + (final / "manifest.json").read_text()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _saved_run(sets: Path, run: int, key: str) -> dict | None:
+    """Evaluation run ``run`` of this protocol on this set, if an earlier call saved it."""
+    path = sets / "evaluation" / f"run_{run}.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved if saved.get("key") == key and saved.get("run") == run else None
+
+
+def _evaluate_one_run(protocol: EvalProtocol, run: int, stages: list, test, make_model, device, sets: Path,
+                      key: str) -> None:
+    """Evaluation run ``run`` alone (the numbers run j of a ``runs=N`` evaluation gives), saved when it ends."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = protocol.replace(seed=protocol.seed + run).evaluate(stages, test, make_model, mode="union", runs=1,
+                                                                 progress=False, device=device)
+    write_json(sets / "evaluation" / f"run_{run}.json",
+               {"run": run, "seed": protocol.seed + run, "key": key, "per_run": result.per_run[0],
+                "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                "torch_threads": torch.get_num_threads(), "written": now()})
+    print(f"evaluation run {run}: {100 * result.mean:.2f}% in {(time.perf_counter() - start) / 60:.1f} min",
+          flush=True)
 
 
 def _relative(path: Path) -> str:
@@ -270,6 +317,9 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--phase", choices=["all", "distill", "evaluate"], default="all")
     p.add_argument("--eval-runs", type=int, default=5)
+    p.add_argument("--eval-run-ids", type=int, nargs="+", metavar="J",
+                   help="evaluate only these runs (0-based, < --eval-runs) and save them; the row is written once "
+                        "all --eval-runs runs are saved (default: all)")
     p.add_argument("--eval-epochs", type=int, default=0, help="0: each recipe's own")
     p.add_argument("--train-per-class", type=int, default=0, help="0: the full training split")
     p.add_argument("--with-init", action="store_true",
@@ -285,6 +335,8 @@ def main() -> None:
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="write --out as these result files' variants together (no run); later files win")
     args = p.parse_args()
+    if args.eval_run_ids is not None and not all(0 <= j < args.eval_runs for j in args.eval_run_ids):
+        p.error(f"--eval-run-ids must lie in 0..{args.eval_runs - 1}")
     if args.merge:
         write_json(args.out, merge_reports(args.merge))
         return
@@ -299,7 +351,12 @@ def main() -> None:
         else:
             row = distill_variant(name, args, device)
         if args.phase != "distill":
-            row = evaluate_variant(row, args, device)
+            evaluated = evaluate_variant(row, args, device)  # None: runs still missing (another process's share)
+            if args.phase == "evaluate":
+                if evaluated is None:
+                    continue
+                report = json.loads(out.read_text())  # another process may have completed another variant
+            row = evaluated or row
         report["variants"][name] = row
         report["finished"] = now()
         write_json(out, report)
