@@ -307,7 +307,8 @@ def _summary(row: dict) -> str:
     init = f"  (init {row['initial_images_accuracy_mean']:.2f})" if "initial_images_accuracy_mean" in row else ""
     evaluated = f"  eval {row['eval_seconds'] / 60:.1f} min" if row.get("evaluated") else ""
     return (f"{row['variant']:<10} {accuracy}{init}  outer {row['outer_iterations_run']:.2f}/"
-            f"{row['outer_iterations_official']}  distill {row['distill_seconds'] / 60:.1f} min{evaluated}")
+            f"{row['outer_iterations_official']}  distill {row['distill_cpu_seconds'] / 60:.1f} CPU-min "
+            f"({row['distill_seconds'] / 60:.1f} wall){evaluated}")
 
 
 def main() -> None:
@@ -356,6 +357,7 @@ def main() -> None:
                 if evaluated is None:
                     continue
                 report = json.loads(out.read_text())  # another process may have completed another variant
+                report["eval_runs"] = args.eval_runs  # the distill phase's header knew only the default
             row = evaluated or row
         report["variants"][name] = row
         report["finished"] = now()
